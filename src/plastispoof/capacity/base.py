@@ -1,0 +1,118 @@
+"""Strategies, stages and transforms: the contract between capacity methods and the trainer.
+
+* A :class:`Transform` changes a model's structure (grow, prune, wrap with adapters, make widths dynamic,
+  shrink) and says what it did as a JSON record. Replaying the records of a run on a freshly built model
+  gives a model of exactly the trained shape, so ``meta.json`` + ``model.safetensors`` rebuild any run.
+* A :class:`Stage` is (transforms applied before it, epochs, which parameters train). Freezing is part of a
+  transform: it sets ``requires_grad`` and, where backward time matters, splits frozen and trainable weights
+  into separate tensors so frozen weight gradients are never computed.
+* A :class:`Strategy` is a named list of stages built from its own pydantic options.
+
+Optional hooks a method may put on its modules, which the trainer calls without knowing the method:
+``auxiliary_loss() -> Tensor`` (summed into the loss: MoLEx regularisers, FLOP penalties) and
+``after_epoch(model) -> bool`` on a stage (True = the structure changed, rebuild the optimiser).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from plastispoof.errors import InputError
+
+
+class Transform(ABC):
+    """A structural change to a model, recorded so it can be replayed.
+
+    ``apply`` may draw random numbers (which layers, new weights) from ``generator``; the record it returns
+    from ``record()`` must pin down every structural choice, so ``from_record(record).apply(model)`` on a
+    freshly built model yields the same shapes (weights then come from the checkpoint).
+    """
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def apply(self, model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+        """Change ``model`` (in place where possible) and return it."""
+
+    @abstractmethod
+    def record(self) -> dict[str, Any]:
+        """JSON-able description; must contain ``"kind"``."""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Transform":
+        from plastispoof.registry import TRANSFORMS
+
+        return TRANSFORMS.get_or_fail(record["kind"]).from_record(record)
+
+
+def apply_transforms(model: nn.Module, records: list[dict[str, Any]]) -> nn.Module:
+    """Replay recorded transforms in order (used to rebuild a run's model from ``meta.json``)."""
+    for record in records:
+        model = Transform.from_record(record).apply(model)
+    return model
+
+
+@dataclass
+class Stage:
+    """One training phase of a strategy.
+
+    name: e.g. ``"baseline"``, ``"grow"``, ``"prune"``.
+    epochs: epochs to train in this stage (0 = apply the transforms only).
+    transforms: applied, in order, to the model at the start of the stage.
+    init_from: ``None`` continues from the previous stage's weights; a run directory path loads that run's
+        weights first (dropin from a finished baseline).
+    after_epoch: optional hook ``(model, epoch) -> bool``; True means the structure changed.
+    reset_best: whether best-checkpoint selection starts anew in this stage (the model changed shape).
+    """
+
+    name: str
+    epochs: int
+    transforms: list[Transform] = field(default_factory=list)
+    init_from: str | None = None
+    after_epoch: Callable[[nn.Module, int], bool] | None = None
+    reset_best: bool = True
+
+
+class StrategyOptions(BaseModel):
+    """Base for a strategy's options: unknown keys are errors that name the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Strategy(ABC):
+    """A named way to train: ``stages(epochs)`` turns the run's epoch budget into stages."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[StrategyOptions]] = StrategyOptions
+
+    def __init__(self, options: StrategyOptions):
+        self.options = options
+
+    @abstractmethod
+    def stages(self, epochs: int) -> list[Stage]:
+        """The stages of a run with ``epochs`` training epochs per stage."""
+
+    # The stage whose step timing and parameter counts stand for the strategy in Table I.
+    reported_stage: ClassVar[int] = -1
+
+
+def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
+    """Build a registered strategy from its name and option dict (typos are :class:`InputError` s)."""
+    from pydantic import ValidationError
+
+    from plastispoof.registry import STRATEGIES
+
+    cls = STRATEGIES.get_or_fail(name)
+    try:
+        parsed = cls.Options(**(options or {}))
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"strategy {name!r} option {key!r}: {first['msg']}") from None
+    return cls(parsed)

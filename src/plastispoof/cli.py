@@ -1,0 +1,129 @@
+"""The ``plastispoof`` command. Each verb is a thin call into the Python API; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from plastispoof.errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Spoofed-speech detection with capacity-adaptive training.")
+reproduce_app = typer.Typer(no_args_is_help=True, help="Reproduce a paper's table or figure.")
+app.add_typer(reproduce_app, name="reproduce")
+
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for bad input")) -> None:
+    _DEBUG["on"] = debug
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@app.command()
+def synth(out: Path = typer.Option(..., help="output directory"),
+          profile: str = typer.Option("tiny", help="tiny | demo | full"),
+          seed: int = typer.Option(42)) -> None:
+    """Write the embedded corpus (FLAC + ASVspoof-2019-LA-style protocols)."""
+    from plastispoof.data.synthetic import write_corpus
+
+    root = write_corpus(out, profile=profile, seed=seed)
+    typer.echo(f"wrote {profile} corpus to {root}")
+
+
+@app.command()
+def train(config: Path, set_: List[str] = typer.Option([], "--set", help="override, e.g. train.lr=1e-4"),
+          resume: bool = typer.Option(False, help="continue a killed run from its last checkpoint")) -> None:
+    """Train a model with a strategy from a YAML config."""
+    from plastispoof.config import load_config
+    from plastispoof.train import train as run_training
+
+    run_dir = run_training(load_config(config, set_), resume=resume)
+    typer.echo(f"run directory: {run_dir}")
+
+
+@app.command()
+def evaluate(run: Path, dataset: str = typer.Option(..., help="protocol reader name"),
+             root: Path = typer.Option(..., help="corpus root"), subset: str = typer.Option("eval")) -> None:
+    """Score a dataset with a trained run: score file, metrics, DET curve and histograms."""
+    from plastispoof.evaluate import evaluate_run, format_metrics
+
+    typer.echo(format_metrics(evaluate_run(run, dataset=dataset, root=root, subset=subset)))
+
+
+@app.command()
+def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run directory"),
+          model: Optional[str] = typer.Option(None, help="model name for foreign weights, e.g. aasist"),
+          weights: Optional[Path] = typer.Option(None, help="foreign .pth state_dict"),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """Score audio files or folders (any length); exit 2 if any file failed."""
+    from plastispoof.inference import Detector, format_results
+
+    detector = Detector.from_run(run) if run else Detector.from_weights(model, weights)
+    results = detector.score_paths(paths)
+    typer.echo(json.dumps([r.as_dict() for r in results], indent=1) if as_json else format_results(results))
+    failed = [r for r in results if r.error]
+    if failed:
+        typer.echo(f"{len(failed)} of {len(results)} files could not be scored", err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def metrics(scores: Path = typer.Option(...), protocol: Path = typer.Option(...),
+            format: str = typer.Option("auto", help="protocol format (auto, asvspoof2019, asvspoof2021, ...)"),
+            asv_scores: Optional[Path] = typer.Option(None, help="organisers' ASV score file for t-DCF"),
+            tdcf_form: str = typer.Option("2019", help="2019 | 2021"),
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """EER, min t-DCF, per-attack EER (and ASVspoof 5 DCFs) of a score file against a protocol."""
+    from plastispoof.metrics import format_report, score_protocol
+
+    report = score_protocol(scores, protocol, format=format, asv_scores=asv_scores, tdcf_form=tdcf_form)
+    typer.echo(json.dumps(report, indent=1) if as_json else format_report(report))
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), help="where runs and the table go"),
+         epochs: Optional[int] = typer.Option(None, help="epochs per stage (default: the demo's)")) -> None:
+    """Embedded corpus -> Table I for ResNet18 and GRNN on CPU in minutes; prints the table."""
+    from plastispoof.reproduce import run_demo
+
+    typer.echo(run_demo(out, epochs=epochs))
+
+
+@reproduce_app.command("table1")
+def reproduce_table1(dataset: str = typer.Option(...), root: Path = typer.Option(...),
+                     models: Optional[str] = typer.Option(None, help="comma list"),
+                     strategies: Optional[str] = typer.Option(None, help="comma list"),
+                     seeds: str = typer.Option("42"), out: Path = typer.Option(Path("runs/table1")),
+                     epochs: Optional[int] = typer.Option(None),
+                     set_: List[str] = typer.Option([], "--set")) -> None:
+    """Run every model x strategy x seed (finished ones are skipped) and write Table I."""
+    from plastispoof.reproduce import table1
+
+    typer.echo(table1(dataset=dataset, root=root, models=_csv(models), strategies=_csv(strategies),
+                      seeds=[int(s) for s in _csv(seeds) or []], out=out, epochs=epochs, overrides=set_))
+
+
+def main() -> None:
+    try:
+        app()
+    except InputError as err:
+        if _DEBUG["on"]:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
