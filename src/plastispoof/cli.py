@@ -112,6 +112,44 @@ def reproduce_table1(dataset: str = typer.Option(...), root: Path = typer.Option
                       seeds=[int(s) for s in _csv(seeds) or []], out=out, epochs=epochs, overrides=set_))
 
 
+@reproduce_app.command("tradeoff")
+def reproduce_tradeoff(dataset: str = typer.Option(...), root: Path = typer.Option(...),
+                       model: str = typer.Option("resnet34"), kappas: str = typer.Option("0.5,0.25,0.125"),
+                       out: Path = typer.Option(Path("runs/tradeoff")), epochs: Optional[int] = typer.Option(None),
+                       set_: List[str] = typer.Option([], "--set")) -> None:
+    """Train dynamic-width models at each FLOP target kappa; write EER vs FLOPs/params and a Pareto PNG."""
+    from plastispoof.tradeoff import reproduce_tradeoff as run_tradeoff
+
+    typer.echo(run_tradeoff(dataset=dataset, root=root, model=model,
+                            kappas=[float(k) for k in _csv(kappas) or []], out=out, epochs=epochs, overrides=set_))
+
+
+@app.command()
+def cost(model: str, input_frames: int = typer.Option(200, help="frames of SSL features (200 = about 4 s)"),
+         input_dim: int = typer.Option(1024, help="SSL feature width")) -> None:
+    """Parameters and MACs/FLOPs of a back-end alone (torch.utils.flop_counter)."""
+    from plastispoof.cost import backend_cost, format_cost
+
+    typer.echo(format_cost([backend_cost(m, input_dim=input_dim, frames=input_frames) for m in _csv(model) or []]))
+
+
+@app.command()
+def experts(run: Path, dataset: str = typer.Option(...), root: Path = typer.Option(...),
+            subset: str = typer.Option("eval")) -> None:
+    """MoLEx expert usage per attack and per layer: a table and a heatmap PNG in the run directory."""
+    from plastispoof.capacity.molex import expert_usage_report
+
+    typer.echo(expert_usage_report(run, dataset=dataset, root=root, subset=subset))
+
+
+@app.command()
+def gradcam(run: Path, audio: Path, out: Optional[Path] = typer.Option(None, help="PNG path")) -> None:
+    """Grad-CAM of each ResNet stage for one audio file, as a PNG."""
+    from plastispoof.reports import gradcam_figure
+
+    typer.echo(f"wrote {gradcam_figure(run, audio, out)}")
+
+
 def main() -> None:
     try:
         app()
