@@ -101,6 +101,11 @@ class Strategy(ABC):
     # The stage whose step timing and parameter counts stand for the strategy in Table I.
     reported_stage: ClassVar[int] = -1
 
+    @classmethod
+    def applies_to(cls, model: nn.Module) -> bool:
+        """Whether the method makes sense for ``model`` (LoRA needs attention projections, say)."""
+        return True
+
 
 def build_strategy(name: str, options: dict[str, Any] | None = None) -> Strategy:
     """Build a registered strategy from its name and option dict (typos are :class:`InputError` s)."""
