@@ -1,0 +1,39 @@
+"""Fixtures shared by the test files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+def _sine(frequency: float = 440.0, seconds: float = 0.25, sample_rate: int = 16000,
+          amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+@pytest.fixture
+def sine():
+    """``sine(frequency=440, seconds=0.25, sample_rate=16000, amplitude=0.5)`` -> float32 array."""
+    return _sine
+
+
+@pytest.fixture
+def audio_file(tmp_path):
+    """Factory writing ``x`` (default: 0.25 s of a 440 Hz sine) to ``tmp_path/name`` with soundfile.
+
+    ``x`` is (samples,) or (samples, channels); the format follows the suffix (.flac, .wav, ...); sub-folders of
+    ``name`` are created. Returns the path.
+    """
+
+    def write(name: str = "a.flac", x: np.ndarray | None = None, sample_rate: int = 16000,
+              subtype: str | None = None) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, _sine(sample_rate=sample_rate) if x is None else x, sample_rate, subtype=subtype)
+        return path
+
+    return write
