@@ -1,0 +1,341 @@
+"""AASIST / AASIST-L: the official checkpoints load and behave, the graph math is the paper's, the parts compose."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plastispoof.errors import InputError
+from plastispoof.models.aasist import (
+    AASIST_L_CONFIG,
+    AASISTBackend,
+    GraphAttentionLayer,
+    GraphPool,
+    HeterogeneousGraphAttentionLayer,
+    load_official,
+    mel_sinc_filters,
+    read_state_dict,
+)
+from plastispoof.models.base import build_model, count_parameters, get_module, set_module
+
+OFFICIAL_DIR = Path(__file__).resolve().parents[2] / "shared/data/aasist"
+CHECKPOINTS = {"aasist": "AASIST.pth", "aasist-l": "AASIST-L.pth"}
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+SAMPLES = 64600
+SR = 16000
+
+needs_checkpoints = pytest.mark.skipif(not OFFICIAL_DIR.is_dir(),
+                                       reason=f"official AASIST checkpoints not found at {OFFICIAL_DIR}")
+
+
+@pytest.fixture(scope="module")
+def official() -> dict[str, nn.Module]:
+    if not OFFICIAL_DIR.is_dir():
+        pytest.skip(f"official AASIST checkpoints not found at {OFFICIAL_DIR}")
+    return {name: load_official(name, OFFICIAL_DIR / file) for name, file in CHECKPOINTS.items()}
+
+
+def speech_like(seed: int, peak: float = 0.45) -> torch.Tensor:
+    """4 s of a voiced source with a gliding F0, syllable-rate envelope and three formant-like resonances."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(SAMPLES) / SR
+    start_phase = 6 * torch.rand(2, generator=gen)
+    f0 = 110 + 60 * torch.rand(1, generator=gen) + 20 * torch.sin(2 * math.pi * 0.7 * t + start_phase[0])
+    phase = 2 * math.pi * torch.cumsum(f0, 0) / SR
+    source = sum(torch.sin(k * phase) / k for k in range(1, 40))
+    envelope = (0.5 + 0.5 * torch.sin(2 * math.pi * 3.5 * t + start_phase[1])) ** 2
+    signal = source * envelope + 0.02 * torch.randn(SAMPLES, generator=gen)
+    freqs = torch.fft.rfftfreq(SAMPLES, 1 / SR)
+    formants = sum(torch.exp(-(((freqs - centre) / width) ** 2))
+                   for centre, width in [(500, 150), (1500, 200), (2500, 300)])
+    signal = torch.fft.irfft(torch.fft.rfft(signal) * (formants + 0.05), n=SAMPLES)
+    return signal / signal.abs().max() * peak
+
+
+# --- the official checkpoints ---------------------------------------------------------------------------------
+
+@needs_checkpoints
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_official_checkpoint_fits_exactly_and_every_tensor_is_loaded(name, official):
+    state = read_state_dict(OFFICIAL_DIR / CHECKPOINTS[name])
+    model_state = official[name].state_dict()
+    assert list(model_state) == list(state)
+    for key, tensor in state.items():
+        assert model_state[key].shape == tensor.shape, key
+        assert torch.equal(model_state[key], tensor), key
+
+
+@needs_checkpoints
+def test_parameter_counts_are_the_published_ones(official):
+    assert count_parameters(official["aasist-l"]) == 85_306
+    assert count_parameters(official["aasist"]) // 1000 == 297  # "297k" in the paper
+    state = read_state_dict(OFFICIAL_DIR / "AASIST.pth")
+    assert sum(t.numel() for t in state.values()) == 299_550
+    not_buffers = sum(t.numel() for key, t in state.items() if not key.endswith(BN_BUFFERS))
+    assert count_parameters(official["aasist"]) == not_buffers
+
+
+@needs_checkpoints
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_every_parameter_takes_part_except_the_untrained_bn1(name, official):
+    # The checkpoints' bn1 affine weights are exactly 1 and 0: the published conv1 reads the block input.
+    state = read_state_dict(OFFICIAL_DIR / CHECKPOINTS[name])
+    bn1 = [key for key in state if ".bn1." in key]
+    assert len(bn1) == 5 * 5
+    assert all(torch.all(state[key] == 1) for key in bn1 if key.endswith("weight"))
+    assert all(torch.all(state[key] == 0) for key in bn1 if key.endswith("bias"))
+
+    model = build_model(name)
+    model.load_state_dict(state)
+    model.train()
+    model(torch.randn(2, 8000)).sum().backward()
+    no_grad = sorted(key for key, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0)
+    assert no_grad == sorted(key for key in bn1 if key.endswith(("weight", "bias")))
+
+
+@pytest.fixture(scope="module")
+def tone_and_noise_logits(official) -> torch.Tensor:
+    """The official AASIST's logits for 4 s of a 440 Hz tone and 4 s of white noise (one forward for two tests)."""
+    t = torch.arange(SAMPLES) / SR
+    tone = 0.3 * torch.sin(2 * math.pi * 440 * t)
+    noise = 0.1 * torch.randn(SAMPLES, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return official["aasist"](torch.stack([tone, noise]))
+
+
+@needs_checkpoints
+def test_forward_on_a_published_length_batch_gives_two_finite_logits(tone_and_noise_logits):
+    assert tone_and_noise_logits.shape == (2, 2)
+    assert torch.isfinite(tone_and_noise_logits).all()
+
+
+@needs_checkpoints
+def test_official_model_tells_a_clean_tone_from_white_noise(tone_and_noise_logits):
+    tone_score, noise_score = tone_and_noise_logits[:, 1]  # the published score: the bona fide logit
+    assert abs(tone_score - noise_score) > 0.1
+
+
+@needs_checkpoints
+def test_scoring_is_deterministic_and_is_the_bona_fide_logit(official):
+    model = official["aasist-l"]
+    assert not model.training
+    waveform = speech_like(seed=3)[None, :SR]
+    with torch.no_grad():
+        scores, logits = model.score(waveform), model(waveform)
+    assert torch.equal(scores, logits[:, 1])  # bit-equal across two passes: deterministic, and index 1
+
+
+@needs_checkpoints
+def test_layer_inputs_on_speech_like_audio_match_the_checkpoints_batchnorm_statistics(official):
+    # Without labelled data: a correctly wired network feeds each BatchNorm inputs whose per-channel means follow
+    # the running means it learnt on speech.
+    model = official["aasist"]
+    inputs: dict[str, torch.Tensor] = {}
+    norms = [f"encoder.{i}.0.bn2" for i in range(6)] + ["GAT_layer_S.bn", "GAT_layer_T.bn"]
+    hooks = [get_module(model, path).register_forward_hook(
+        lambda module, args, out, path=path: inputs.__setitem__(path, args[0])) for path in norms]
+    try:
+        with torch.no_grad():
+            model(speech_like(seed=0)[None, :SR])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    agreement = {}
+    for path in norms:
+        observed = inputs[path].transpose(0, 1).reshape(inputs[path].shape[1], -1).mean(dim=1)
+        learnt = get_module(model, path).running_mean
+        agreement[path] = torch.corrcoef(torch.stack([observed, learnt]))[0, 1].item()
+    # Wired right: every layer > 0.65 and 0.92 on average here; with bn1 applied: 0.12 at worst, 0.58 on average.
+    assert min(agreement.values()) > 0.5, agreement
+    assert sum(agreement.values()) / len(agreement) > 0.85, agreement
+
+
+# --- loading foreign files ------------------------------------------------------------------------------------
+
+@needs_checkpoints
+@pytest.mark.parametrize("name, file, fits",
+                         [("aasist-l", "AASIST.pth", "aasist"), ("aasist", "AASIST-L.pth", "aasist-l")])
+def test_a_checkpoint_of_the_other_variant_is_refused_naming_the_one_it_fits(name, file, fits):
+    with pytest.raises(InputError, match=rf"does not fit model '{name}'.*tensors mismatch.*fits model '{fits}'"):
+        load_official(name, OFFICIAL_DIR / file)
+
+
+def test_files_that_are_not_state_dicts_are_refused(tmp_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"definitely not a pickle")
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"epoch": 3, "model": {"w": torch.zeros(1)}}, wrapped)
+    a_list = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], a_list)
+    unrelated = tmp_path / "unrelated.pth"
+    torch.save(nn.Linear(2, 2).state_dict(), unrelated)
+
+    for path, message in [(garbage, "not a PyTorch state_dict readable"), (wrapped, "2 entries are not tensors"),
+                          (a_list, "holds a list"), (tmp_path / "missing.pth", "does not exist"),
+                          (unrelated, "fits no known official model")]:
+        with pytest.raises(InputError, match=message):
+            load_official("aasist-l", path)
+
+
+# --- the parts ------------------------------------------------------------------------------------------------
+
+def _randomise_norm(norm: nn.BatchNorm1d, gen: torch.Generator) -> None:
+    dim = norm.num_features
+    norm.running_mean.copy_(torch.randn(dim, generator=gen))
+    norm.running_var.copy_(torch.rand(dim, generator=gen) + 0.5)
+    norm.weight.data.copy_(torch.randn(dim, generator=gen))
+    norm.bias.data.copy_(torch.randn(dim, generator=gen))
+
+
+def _attend(score_of, nodes: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Paper form, one pair at a time: a_ij = softmax_j(score(i, j) / t); returns sum_j a_ij x_j per node i."""
+    count = nodes.shape[0]
+    rows = []
+    for i in range(count):
+        weights = torch.softmax(torch.stack([score_of(i, j) for j in range(count)]) / temperature, dim=0)
+        rows.append(sum(weights[j] * nodes[j] for j in range(count)))
+    return torch.stack(rows)
+
+
+def test_graph_attention_layer_is_the_papers_equation():
+    gen = torch.Generator().manual_seed(0)
+    layer = GraphAttentionLayer(6, 5, temperature=2.0).eval()
+    _randomise_norm(layer.bn, gen)
+    nodes = torch.randn(2, 7, 6, generator=gen)
+    with torch.no_grad():
+        got = layer(nodes)
+        for b in range(2):
+            x = nodes[b]
+
+            def score(i, j):
+                return layer.att_weight[:, 0] @ torch.tanh(layer.att_proj(x[i] * x[j]))
+
+            updated = layer.proj_with_att(_attend(score, x, 2.0)) + layer.proj_without_att(x)
+            expected = F.selu(F.batch_norm(updated, layer.bn.running_mean, layer.bn.running_var,
+                                           layer.bn.weight, layer.bn.bias, eps=layer.bn.eps))
+            torch.testing.assert_close(got[b], expected)
+
+
+def test_heterogeneous_layer_uses_one_score_vector_per_edge_type_and_a_master_node():
+    gen = torch.Generator().manual_seed(1)
+    layer = HeterogeneousGraphAttentionLayer(6, 4, temperature=3.0).eval()
+    _randomise_norm(layer.bn, gen)
+    first, second = torch.randn(2, 3, 6, generator=gen), torch.randn(2, 4, 6, generator=gen)
+    master = torch.randn(1, 1, 6, generator=gen)
+    with torch.no_grad():
+        got_first, got_second, got_master = layer(first, second, master)
+        vectors = {(0, 0): layer.att_weight11, (1, 1): layer.att_weight22,
+                   (0, 1): layer.att_weight12, (1, 0): layer.att_weight12}
+        kinds = [0] * 3 + [1] * 4
+        for b in range(2):
+            x = torch.cat([layer.proj_type1(first[b]), layer.proj_type2(second[b])])
+
+            def score(i, j):
+                return vectors[kinds[i], kinds[j]][:, 0] @ torch.tanh(layer.att_proj(x[i] * x[j]))
+
+            updated = layer.proj_with_att(_attend(score, x, 3.0)) + layer.proj_without_att(x)
+            expected = F.selu(F.batch_norm(updated, layer.bn.running_mean, layer.bn.running_var,
+                                           layer.bn.weight, layer.bn.bias, eps=layer.bn.eps))
+            torch.testing.assert_close(got_first[b], expected[:3])
+            torch.testing.assert_close(got_second[b], expected[3:])
+
+            m = master[0, 0]
+            master_scores = torch.stack([layer.att_weightM[:, 0] @ torch.tanh(layer.att_projM(x[i] * m))
+                                         for i in range(7)])
+            weights = torch.softmax(master_scores / 3.0, dim=0)
+            expected_master = layer.proj_with_attM((weights[:, None] * x).sum(0)) + layer.proj_without_attM(m)
+            torch.testing.assert_close(got_master[b, 0], expected_master)
+
+
+def test_graph_pool_keeps_the_top_gated_nodes_scaled_by_their_gates():
+    pool = GraphPool(0.7, 3).eval()
+    nodes = torch.randn(2, 29, 3, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        kept = pool(nodes)
+        gates = torch.sigmoid(pool.proj(nodes))
+    assert kept.shape == (2, 20, 3)  # int(29 * 0.7)
+    for b in range(2):
+        order = gates[b, :, 0].argsort(descending=True)[:20]
+        torch.testing.assert_close(kept[b], nodes[b, order] * gates[b, order])
+    assert GraphPool(0.01, 3).eval()(nodes).shape == (2, 1, 3)  # at least one node survives
+
+
+def test_sinc_filters_tile_the_band_on_the_mel_scale():
+    bank = mel_sinc_filters(70, 129)
+    impulse = torch.zeros(129)
+    impulse[64] = 1.0
+    torch.testing.assert_close(bank.sum(0), impulse, atol=1e-6, rtol=0)  # bands tile 0 Hz .. Nyquist exactly
+    torch.testing.assert_close(bank, bank.flip(-1))  # linear phase
+
+    response = torch.fft.rfft(bank.double(), n=8192).abs() ** 2
+    freqs = torch.fft.rfftfreq(8192, 1 / SR).double()
+    centroids = (response * freqs).sum(1) / response.sum(1)
+    top_mel = 2595 * math.log10(1 + 8000 / 700)
+    edges = 700 * (10 ** (torch.linspace(0, top_mel, 71, dtype=torch.float64) / 2595) - 1)
+    assert (centroids - (edges[1:] + edges[:-1]) / 2).abs().max() < 50  # Hz; linear spacing misses by 100s
+
+
+def test_backend_runs_on_another_encoders_map_and_reads_the_official_graph_weights(official):
+    backend = AASISTBackend(in_channels=128, gat_dims=[64, 32], pool_ratios=[0.5, 0.7, 0.5, 0.5],
+                            temperatures=[2.0, 2.0, 100.0, 100.0], spectral_nodes=42).eval()
+    assert backend(torch.randn(2, 128, 42, 67)).shape == (2, 2)
+    with pytest.raises(InputError, match=r"expects a \(batch, 128, 42, time\) feature map"):
+        backend(torch.randn(2, 128, 23, 67))
+
+    model = official["aasist"]
+    graph_only = AASISTBackend(in_channels=64).eval()
+    state = read_state_dict(OFFICIAL_DIR / "AASIST.pth")
+    graph_only.load_state_dict({k: v for k, v in state.items() if not k.startswith(("encoder.", "first_bn."))})
+    with torch.no_grad():
+        waveform = speech_like(seed=2)[None, :8000]
+        torch.testing.assert_close(graph_only(model.encode(waveform)), model(waveform))
+
+
+# --- the model as the rest of the toolkit sees it -------------------------------------------------------------
+
+def test_registered_variants_carry_the_published_config_and_rebuild_from_it():
+    light = build_model("aasist-l")
+    assert light.config == AASIST_L_CONFIG
+    rebuilt = build_model("aasist-l", **json.loads(json.dumps(light.config)))
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in light.state_dict().items()}
+    with pytest.raises(InputError, match="aasist"):
+        build_model("aasist", no_such_option=1)
+    with pytest.raises(InputError, match="at least 2315 samples"):
+        light(torch.randn(1, 2000))
+
+
+def test_growth_sites_widen_without_changing_the_output():
+    torch.manual_seed(0)
+    model = build_model("aasist-l").eval()
+    waveform = torch.randn(2, 4000)
+    with torch.no_grad():
+        before = model(waveform)
+    sites = model.growth_sites()
+    assert [site.producer for site in sites] == [f"encoder.{i}.0.conv1" for i in range(6)]
+    extra = 5
+    for site in sites:
+        conv1, (bn2,), (conv2,) = get_module(model, site.producer), site.norms, site.consumers
+        wider = nn.Conv2d(conv1.in_channels, conv1.out_channels + extra, conv1.kernel_size, padding=conv1.padding)
+        wider.weight.data[:conv1.out_channels] = conv1.weight.data
+        wider.bias.data[:conv1.out_channels] = conv1.bias.data
+        set_module(model, site.producer, wider)
+        old_norm = get_module(model, bn2)
+        norm = nn.BatchNorm2d(old_norm.num_features + extra).eval()
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(norm, name).data[:old_norm.num_features] = getattr(old_norm, name).data
+        set_module(model, bn2, norm)
+        old_consumer = get_module(model, conv2)
+        consumer = nn.Conv2d(old_consumer.in_channels + extra, old_consumer.out_channels, old_consumer.kernel_size,
+                             padding=old_consumer.padding)
+        consumer.weight.data.zero_()  # new inputs start silent, so the function must not change
+        consumer.weight.data[:, :old_consumer.in_channels] = old_consumer.weight.data
+        consumer.bias.data = old_consumer.bias.data.clone()
+        set_module(model, conv2, consumer)
+    with torch.no_grad():
+        torch.testing.assert_close(model(waveform), before)
