@@ -37,3 +37,11 @@ def audio_file(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """The embedded corpus, ``tiny`` profile, written once per test process (root for dataset ``synthetic``)."""
+    from plastispoof.data.synthetic import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("tiny-corpus"), profile="tiny", seed=42)
