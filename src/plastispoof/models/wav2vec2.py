@@ -6,8 +6,9 @@ Two sizes, as in Table I of the dropin paper:
   94.37 M parameters with the head (Table I: 95.57 M, -1.3 %). Pass ``pretrained`` (a local directory or hub
   id) to load its weights.
 * ``small`` (registered also as ``wav2vec2-small``): hidden 256, trained from scratch. The paper gives only the
-  hidden size and 11.25 M parameters; we keep base's convolutional feature encoder (4.2 M) and pick 8 layers,
-  4 heads, FFN 1024, which gives 11.18 M (-0.6 %).
+  hidden size, 11.25 M parameters and 0.09 M LoRA parameters (rank 8 on q/v); we keep base's convolutional
+  feature encoder (4.2 M) and base's 12 layers, with 4 heads and FFN 512: 11.18 M (-0.6 %) and 98,304 LoRA
+  weights, which is the only depth that fits both figures (8 layers with FFN 1024 fit the size but give 0.07 M).
 
 The waveform is normalised per utterance (zero mean, unit variance) as wav2vec 2.0 expects. Each encoder
 layer has two growth sites: ``encoder.i.attention`` (q/k/v widen, the output projection consumes them) and
@@ -31,7 +32,7 @@ from plastispoof.registry import MODELS
 # Encoder shapes per size; everything else is Wav2Vec2Config's default (= facebook/wav2vec2-base).
 SIZES: dict[str, dict[str, int]] = {
     "base": {},
-    "small": {"hidden_size": 256, "num_hidden_layers": 8, "num_attention_heads": 4, "intermediate_size": 1024},
+    "small": {"hidden_size": 256, "num_hidden_layers": 12, "num_attention_heads": 4, "intermediate_size": 512},
 }
 
 
