@@ -7,6 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+
+# pytest-xdist runs one worker per core: more threads per worker only oversubscribe the cores.
+torch.set_num_threads(1)
 
 
 def _sine(frequency: float = 440.0, seconds: float = 0.25, sample_rate: int = 16000,

@@ -1,0 +1,121 @@
+"""Score a dataset with a trained run: score file, metrics JSON, DET curve and score histograms.
+
+Every trial is scored on its first ``num_samples`` samples (repeat-padded when shorter), the ASVspoof
+evaluation convention; the score is the model's ``score()`` (bona fide logit minus spoof logit unless the model
+says otherwise), higher = more bona fide. :func:`score_trials` is also the trainer's dev evaluation, so dev and
+test numbers come from one code path.
+
+Outputs in the run directory, for ``<dataset>-<subset>``: ``scores/<..>.txt`` (``utt_id score`` lines),
+``scores/<..>.json`` (the metrics JSON of :func:`plastispoof.metrics.compute_report`), ``plots/det-<..>.png``,
+``plots/hist-<..>.png``, and one ``metrics.jsonl`` line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from plastispoof import runs
+from plastispoof.data.trials import BONAFIDE, Trial
+from plastispoof.fileio import atomic_write_json, atomic_write_text
+from plastispoof.metrics import compute_report, format_report
+
+
+def model_scores(model: nn.Module, waves: torch.Tensor) -> torch.Tensor:
+    """Bona fide score per row of ``waves``: ``model.score`` when the model has one, else logit 1 - logit 0."""
+    if callable(getattr(model, "score", None)):
+        return model.score(waves)
+    logits = model(waves)
+    return logits[:, 1] - logits[:, 0]
+
+
+def score_trials(model: nn.Module, trials: Sequence[Trial], num_samples: int, batch_size: int,
+                 device: str | torch.device, *, sample_rate: int = 16000, num_workers: int = 0,
+                 show_progress: bool = True) -> dict[str, float]:
+    """``{utt_id: score}`` for every trial: first ``num_samples`` samples, batched, eval mode, no gradients.
+
+    The model's training mode is restored afterwards.
+    """
+    from plastispoof.data.dataset import TrialDataset
+
+    device = torch.device(device)
+    dataset = TrialDataset(list(trials), num_samples=num_samples, sample_rate=sample_rate, train=False)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    was_training = model.training
+    model.eval()
+    scores: dict[str, float] = {}
+    console = Console(stderr=True)
+    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=True, disable=not (show_progress and console.is_terminal))
+    try:
+        with torch.no_grad(), progress:
+            task = progress.add_task("scoring", total=len(dataset))
+            for waves, _, indices in loader:
+                batch_scores = model_scores(model, waves.to(device, non_blocking=True)).float().cpu()
+                for index, score in zip(indices.tolist(), batch_scores.tolist()):
+                    scores[trials[index].utt_id] = score
+                progress.advance(task, len(indices))
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def write_scores(path: str | Path, scores: dict[str, float]) -> Path:
+    """The score file: one ``utt_id score`` line per utterance, in the given order."""
+    return atomic_write_text(path, "".join(f"{utt} {score:.9g}\n" for utt, score in scores.items()))
+
+
+def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: str = "eval") -> dict[str, Any]:
+    """Score ``subset`` of ``dataset`` under ``root`` with a run's final model; write and return its metrics.
+
+    Uses the run's input length, evaluation batch size and workers, and its ``data.max_eval`` (a seeded subset)
+    when set. The returned report is the metrics JSON plus ``files`` (what was written where).
+    """
+    from plastispoof.data.dataset import subsample
+    from plastispoof.data.protocols import read_dataset
+    from plastispoof.plots import plot_det, plot_score_histograms
+
+    run_dir = Path(run_dir)
+    cfg = runs.read_run_config(run_dir)
+    model, meta = runs.load_run_model(run_dir)
+    trials = read_dataset(dataset, str(root), subset)
+    if cfg.data.max_eval:
+        trials = subsample(trials, cfg.data.max_eval, cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    started = time.perf_counter()
+    scores = score_trials(model.to(device), trials, cfg.data.num_samples, cfg.data.eval_batch_size, device,
+                          sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers)
+    report = compute_report(trials, scores)
+
+    stem = f"{dataset}-{subset}"
+    files = {"scores": run_dir / "scores" / f"{stem}.txt", "metrics": run_dir / "scores" / f"{stem}.json",
+             "det": run_dir / "plots" / f"det-{stem}.png", "hist": run_dir / "plots" / f"hist-{stem}.png"}
+    write_scores(files["scores"], scores)
+    atomic_write_json(files["metrics"], report)
+    bonafide = [scores[t.utt_id] for t in trials if t.label == BONAFIDE]
+    spoof = [scores[t.utt_id] for t in trials if t.label != BONAFIDE]
+    plot_det(bonafide, spoof, files["det"], title=f"{run_dir.name}: {stem}")
+    plot_score_histograms(bonafide, spoof, files["hist"], threshold=meta.get("dev_threshold"),
+                          title=f"{run_dir.name}: {stem} (line: dev EER threshold)")
+    runs.append_jsonl(run_dir / runs.METRICS, {
+        "event": "evaluate", "dataset": dataset, "subset": subset, "trials": len(trials), "eer": report["eer"],
+        "min_tdcf": report["min_tdcf"], "threshold": report["threshold"],
+        "seconds": time.perf_counter() - started, "time": time.time()})
+    return {**report, "files": {name: str(path) for name, path in files.items()}}
+
+
+def format_metrics(report: dict[str, Any]) -> str:
+    """The report of :func:`evaluate_run` as text: the metrics table, then the files written."""
+    lines = [format_report(report)]
+    if report.get("files"):
+        lines += ["", "files"] + [f"  {name:<8} {path}" for name, path in report["files"].items()]
+    return "\n".join(lines)

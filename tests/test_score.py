@@ -1,0 +1,126 @@
+"""Scoring files with a Detector: sliding windows over long audio, folders, corrupt files, the CLI verb."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from plastispoof.data.protocols import read_dataset
+from plastispoof.errors import InputError
+from plastispoof.evaluate import score_trials
+from plastispoof.inference import Detector, ScoreResult, format_results
+from plastispoof.train import train
+from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config, write_tiny_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, corpus):
+    return train(tiny_config(tmp_path_factory.mktemp("runs"), corpus))
+
+
+@pytest.fixture
+def detector(run_dir):
+    return Detector.from_run(run_dir, device="cpu")
+
+
+def test_long_audio_is_scored_as_the_mean_over_several_windows(detector, tmp_path):
+    rng = np.random.default_rng(1)
+    wave = np.concatenate([bonafide_like(rng, 1600), spoof_like(rng, 4000)])  # 3.5 windows of 1600
+    sf.write(tmp_path / "long.wav", wave, SAMPLE_RATE, subtype="FLOAT")
+    seen = []
+    hook = detector.model.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].shape[0]))
+    try:
+        score = detector.score_file(tmp_path / "long.wav")
+    finally:
+        hook.remove()
+    windows = detector.windows(wave)
+    assert len(windows) == sum(seen) > 2
+    with torch.no_grad():
+        per_window = detector.model.score(torch.from_numpy(np.stack(windows)).float())
+    assert score == pytest.approx(per_window.mean().item(), abs=1e-5)
+    assert abs(score - per_window[0].item()) > 1e-3  # not just the first window
+
+
+def test_short_files_match_the_evaluation_scores(detector, corpus, run_dir):
+    dev = read_dataset("asv19-la", corpus, "dev")[:4]
+    expected = score_trials(detector.model, dev, detector.num_samples, 1, "cpu")
+    for trial in dev:
+        assert detector.score_file(trial.path) == pytest.approx(expected[trial.utt_id], abs=1e-5)
+
+
+def test_decisions_use_the_dev_threshold(detector, run_dir):
+    threshold = detector.threshold
+    assert threshold == json.loads((run_dir / "meta.json").read_text())["dev_threshold"]
+    assert detector.decide(threshold + 1e-3) == "bonafide"
+    assert detector.decide(threshold) == "spoof"  # the threshold itself is not above the threshold
+
+
+def test_a_folder_with_a_corrupt_file_scores_the_others(detector, tmp_path):
+    rng = np.random.default_rng(2)
+    sf.write(tmp_path / "a.flac", bonafide_like(rng, 3000), SAMPLE_RATE)
+    (tmp_path / "sub").mkdir()
+    sf.write(tmp_path / "sub" / "b.wav", spoof_like(rng, 2000), SAMPLE_RATE)
+    (tmp_path / "sub" / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    (tmp_path / "notes.txt").write_text("not audio")
+    results = detector.score_paths([tmp_path, tmp_path / "missing.flac"])
+    by_name = {r.path.rsplit("/", 1)[-1]: r for r in results}
+    assert sorted(by_name) == ["a.flac", "b.wav", "broken.wav", "missing.flac"]
+    for name in ("a.flac", "b.wav"):
+        assert isinstance(by_name[name].score, float) and by_name[name].decision in ("bonafide", "spoof")
+        assert by_name[name].error is None
+    assert "broken.wav" in by_name["broken.wav"].error and by_name["broken.wav"].score is None
+    assert "no such file" in by_name["missing.flac"].error
+    assert set(results[0].as_dict()) == {"path", "score", "decision", "error"}
+    text = format_results(results)
+    assert len(text.splitlines()) == 4 and "error" in text
+
+
+def test_foreign_weights_score_without_a_threshold(tmp_path):
+    from plastispoof.models.base import build_model
+
+    torch.save(build_model("aasist-l").state_dict(), tmp_path / "aasist-l.pth")
+    detector = Detector.from_weights("aasist-l", tmp_path / "aasist-l.pth", device="cpu")
+    sf.write(tmp_path / "clip.wav", bonafide_like(np.random.default_rng(3), 8000), SAMPLE_RATE)
+    [result] = detector.score_paths([tmp_path / "clip.wav"])
+    assert isinstance(result.score, float) and result.decision is None and result.error is None
+
+
+def test_a_detector_needs_a_run_or_a_model_with_weights():
+    with pytest.raises(InputError, match="--run"):
+        Detector.from_weights(None, None)
+    with pytest.raises(InputError, match="--weights"):
+        Detector.from_weights("aasist", None)
+
+
+def test_format_results_shows_scores_and_errors():
+    text = format_results([ScoreResult("x.wav", 1.5, "bonafide"), ScoreResult("y.wav", None, None, "bad file")])
+    assert "1.5000" in text and "bonafide" in text and "y.wav: bad file" in text
+
+
+@pytest.mark.slow
+def test_cli_score_reports_the_corrupt_file_and_exits_2(tmp_path, corpus):
+    run = train(grnn_config(tmp_path / "runs", corpus))
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    sf.write(folder / "good1.flac", bonafide_like(rng, 4000), SAMPLE_RATE)
+    sf.write(folder / "good2.flac", spoof_like(rng, 9000), SAMPLE_RATE)
+    (folder / "corrupt.flac").write_bytes(b"fLaC broken")
+    done = subprocess.run([sys.executable, "-m", "plastispoof.cli", "score", str(folder), "--run", str(run), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "1 of 3 files could not be scored" in done.stderr and "Traceback" not in done.stderr
+    results = {r["path"].rsplit("/", 1)[-1]: r for r in json.loads(done.stdout)}
+    assert results["corrupt.flac"]["error"] and results["corrupt.flac"]["score"] is None
+    assert all(isinstance(results[n]["score"], float) for n in ("good1.flac", "good2.flac"))
