@@ -214,3 +214,23 @@ def test_cache_refuses_random_crops_and_trained_encoders(tmp_path, dev_dataset):
     training = TrialDataset(dev_dataset.trials, num_samples=4000, train=True)
     with pytest.raises(InputError, match="train=False"):
         CachedFeatureDataset(training, tiny(freeze=True), tmp_path)
+
+
+@pytest.mark.slow
+def test_training_reads_frozen_features_from_the_cache(tmp_path, tiny_corpus):
+    """With ``data.feature_cache`` the trainer encodes each utterance once and trains the back-end on the cache."""
+    from plastispoof.config import validate
+    from plastispoof.train import train
+
+    cache = tmp_path / "cache"
+    cfg = validate({"name": "cached", "output_dir": str(tmp_path / "runs"),
+                    "data": {"dataset": "synthetic", "root": str(tiny_corpus), "num_samples": 8000, "batch_size": 8,
+                             "feature_cache": str(cache)},
+                    "model": {"name": "ssl-linear", "args": {"frontend": {"size": "tiny", "freeze": True}}},
+                    "train": {"epochs": 2, "max_steps_per_epoch": 2, "lr": 1e-2}})
+    run = train(cfg)
+    cached = [p for p in cache.rglob("*") if p.is_file() and p.suffix == ".safetensors"]
+    assert len(cached) >= 8  # at least the utterances of the batches seen
+    assert (run / "model.safetensors").exists()
+    with pytest.raises(InputError, match="SSL front-end"):
+        train(cfg.model_copy(update={"name": "no-ssl", "model": cfg.model.model_copy(update={"name": "grnn", "args": {}})}))

@@ -376,7 +376,9 @@ class Trainer:
         if self.class_weights is not None:
             self.class_weights = self.class_weights.to(self.device)
         self.dataset = TrialDataset(train_trials, num_samples=data.num_samples, sample_rate=data.sample_rate,
-                                    train=True, seed=self.cfg.seed)
+                                    train=not data.feature_cache, seed=self.cfg.seed)
+        if data.feature_cache:
+            self.dataset = self._cached_features(self.dataset, data.feature_cache)
         self.loader_generator = torch.Generator().manual_seed(self.cfg.seed)
         if self.dist.enabled:
             sampler = DistributedSampler(self.dataset, shuffle=True, seed=self.cfg.seed)
@@ -391,6 +393,15 @@ class Trainer:
                                  pin_memory=self.device.type == "cuda")
         steps = len(self.loader)
         self.steps_per_epoch = min(steps, self.cfg.train.max_steps_per_epoch or steps)
+
+    def _cached_features(self, dataset, directory: str):
+        """Train on the frozen SSL front-end's features, encoded once and read from disk afterwards."""
+        from plastispoof.models.ssl import CachedFeatureDataset, SSLFrontend
+
+        frontend = getattr(self.model, "frontend", None)
+        if not isinstance(frontend, SSLFrontend):
+            raise InputError(f"data.feature_cache needs a model with an SSL front-end; {self.cfg.model.name!r} has none")
+        return CachedFeatureDataset(dataset, frontend, directory)
 
     # ------------------------------------------------------------------ stages
 
