@@ -98,8 +98,8 @@ class Strategy(ABC):
     def stages(self, epochs: int) -> list[Stage]:
         """The stages of a run with ``epochs`` training epochs per stage."""
 
-    # The stage whose step timing and parameter counts stand for the strategy in Table I.
-    reported_stage: ClassVar[int] = -1
+    # The stage whose step timing and trainable count stand for the strategy in Table I (None: they vary).
+    reported_stage: ClassVar[int | None] = -1
 
     @classmethod
     def applies_to(cls, model: nn.Module) -> bool:
