@@ -67,3 +67,39 @@ def test_table1_on_tiny_corpus(tmp_path, tiny_corpus):
     table1("synthetic", tiny_corpus, models=["resnet18", "grnn"], strategies=["baseline", "dropin-frozen", "plasticity"],
            seeds=[42], out=out, recipe_path=recipe_path)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == stamp  # finished runs skipped
+
+
+@pytest.mark.slow
+def test_layer_ablation_and_gradcam_on_tiny_corpus(tmp_path, tiny_corpus):
+    from plastispoof.reports import gradcam_figure
+    from plastispoof.reproduce import layer_ablation
+
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(TINY_RECIPE))
+    out = tmp_path / "layers"
+    markdown = layer_ablation("synthetic", tiny_corpus, model="grnn", seeds=[42], out=out, recipe_path=recipe_path)
+    rows = json.loads((out / "synthetic" / "layers.json").read_text())
+    assert [r["strategy"] for r in rows] == ["baseline", "dropin-frozen @ gru0", "dropin-frozen @ gru1"]
+    grown = {r["strategy"]: r["params_m"] for r in rows}
+    assert grown["dropin-frozen @ gru0"] > grown["baseline"] and (out / "synthetic" / "layers.png").exists()
+    assert "gru1" in markdown
+
+    run = table1("synthetic", tiny_corpus, models=["resnet18"], strategies=["baseline"], seeds=[42],
+                 out=tmp_path / "t", recipe_path=recipe_path) and tmp_path / "t" / "synthetic" / "resnet18-baseline-s42"
+    audio = next((tiny_corpus / "LA" / "ASVspoof2019_LA_eval" / "flac").glob("*.flac"))
+    png = gradcam_figure(run, audio)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.parent == run / "plots"
+
+
+def test_gradcam_maps_are_normalised_per_stage():
+    import torch
+
+    from plastispoof.models.base import build_model
+    from plastispoof.reports import gradcam_maps
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", width=4)
+    spectrogram, maps = gradcam_maps(model, torch.randn(16000))
+    assert len(maps) == 4
+    for cam in maps:
+        assert cam.shape == spectrogram.shape and float(cam.min()) >= 0 and float(cam.max()) <= 1 + 1e-6

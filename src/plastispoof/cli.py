@@ -112,6 +112,18 @@ def reproduce_table1(dataset: str = typer.Option(...), root: Path = typer.Option
                       seeds=[int(s) for s in _csv(seeds) or []], out=out, epochs=epochs, overrides=set_))
 
 
+@reproduce_app.command("layers")
+def reproduce_layers(dataset: str = typer.Option(...), root: Path = typer.Option(...),
+                     model: str = typer.Option("wav2vec2-small"), strategy: str = typer.Option("dropin-frozen"),
+                     seeds: str = typer.Option("42"), out: Path = typer.Option(Path("runs/layers")),
+                     epochs: Optional[int] = typer.Option(None), set_: List[str] = typer.Option([], "--set")) -> None:
+    """Fig. 5: drop in at each layer in turn; EER per layer as a table and a PNG."""
+    from plastispoof.reproduce import layer_ablation
+
+    typer.echo(layer_ablation(dataset=dataset, root=root, model=model, strategy=strategy,
+                              seeds=[int(s) for s in _csv(seeds) or []], out=out, epochs=epochs, overrides=set_))
+
+
 @reproduce_app.command("tradeoff")
 def reproduce_tradeoff(dataset: str = typer.Option(...), root: Path = typer.Option(...),
                        model: str = typer.Option("resnet34"), kappas: str = typer.Option("0.5,0.25,0.125"),

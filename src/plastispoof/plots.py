@@ -23,7 +23,8 @@ from plastispoof.metrics import compute_eer, det_curve
 _DET_TICKS = [0.1, 0.5, 1, 2, 5, 10, 20, 40]
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Render ``figure`` to a PNG at ``path`` atomically."""
     FigureCanvasAgg(figure)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
@@ -56,7 +57,7 @@ def plot_det(bonafide_scores: Iterable[float], spoof_scores: Iterable[float], pa
     axes.set_title(title or "DET curve")
     axes.grid(True, lw=0.3)
     axes.legend(loc="upper right")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_score_histograms(bonafide_scores: Iterable[float], spoof_scores: Iterable[float], path: str | Path,
@@ -74,7 +75,7 @@ def plot_score_histograms(bonafide_scores: Iterable[float], spoof_scores: Iterab
     axes.set_ylabel("trials")
     axes.set_title(title or "score distributions")
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_training_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -101,4 +102,22 @@ def plot_training_curves(records: Sequence[dict[str, Any]], path: str | Path, ti
         if epochs:
             axes.legend(fontsize=8)
     figure.suptitle(title or "training")
-    return _save(figure, path)
+    return save_figure(figure, path)
+
+
+def plot_layer_ablation(points: Sequence[tuple[str, float | None, float | None]], baseline_eer: float | None,
+                        path: str | Path, title: str = "") -> Path:
+    """EER (%) per layer that received the new neurons, with error bars over seeds and the baseline as a line."""
+    figure = Figure(figsize=(max(4.0, 0.6 * len(points) + 2), 3.2))
+    ax = figure.add_subplot()
+    names = [name for name, _, _ in points]
+    eers = [np.nan if eer is None else eer for _, eer, _ in points]
+    errors = [0.0 if std is None else std for _, _, std in points]
+    ax.errorbar(range(len(points)), eers, yerr=errors, marker="o", capsize=3, label="dropin at layer")
+    if baseline_eer is not None:
+        ax.axhline(baseline_eer, color="grey", linestyle="--", label="baseline")
+    ax.set_xticks(range(len(points)), names, rotation=45, ha="right")
+    ax.set_ylabel("test EER (%)")
+    ax.set_title(title)
+    ax.legend()
+    return save_figure(figure, path)

@@ -100,7 +100,7 @@ def write_table(rows: list[Table1Row], out: Path, stem: str) -> str:
 
 
 def gradcam_maps(model, waveform) -> tuple[Any, list[Any]]:
-    """Grad-CAM of the bona fide logit at the output of each ResNet stage (``layer1``..``layer4``).
+    """Grad-CAM of the bona fide logit at the output of each ResNet stage (``model.stages()``).
 
     Returns the model's input spectrogram (F, T) and one map per stage, each upsampled to (F, T) and scaled to
     [0, 1]. Works on grown models too: the hooks sit on the stages, whatever their blocks hold.
@@ -108,25 +108,24 @@ def gradcam_maps(model, waveform) -> tuple[Any, list[Any]]:
     import torch
     import torch.nn.functional as F
 
-    stages = [name for name in ("layer1", "layer2", "layer3", "layer4") if hasattr(model, name)]
-    if not stages or not hasattr(model, "features"):
-        raise InputError(f"Grad-CAM needs a ResNet-style model with layer1..layer4; got {type(model).__name__}")
-    activations: dict[str, torch.Tensor] = {}
-    handles = [getattr(model, name).register_forward_hook(
-        lambda _m, _i, out, name=name: activations.__setitem__(name, out)) for name in stages]
+    if not hasattr(model, "stages") or not hasattr(model, "frontend"):
+        raise InputError(f"Grad-CAM needs a ResNet-style model with stages; got {type(model).__name__}")
+    stages = model.stages()
+    activations: list[torch.Tensor] = []
+    handles = [stage.register_forward_hook(lambda _m, _i, out: activations.append(out)) for stage in stages]
     model.eval()
     try:
         x = waveform.unsqueeze(0)
-        spectrogram = model.features(x)[0].detach()
+        spectrogram = model.frontend(x)[0].detach()
         logits = model(x)
-        grads = torch.autograd.grad(logits[0, 1], [activations[n] for n in stages])
+        grads = torch.autograd.grad(logits[0, 1], activations)
     finally:
         for handle in handles:
             handle.remove()
     maps = []
-    for name, grad in zip(stages, grads):
+    for activation, grad in zip(activations, grads):
         weights = grad.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * activations[name]).sum(dim=1, keepdim=True)).detach()
+        cam = F.relu((weights * activation).sum(dim=1, keepdim=True)).detach()
         cam = F.interpolate(cam, size=spectrogram.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
         maps.append((cam / cam.max()).nan_to_num(0.0) if cam.max() > 0 else cam)
     return spectrogram, maps
@@ -134,20 +133,19 @@ def gradcam_maps(model, waveform) -> tuple[Any, list[Any]]:
 
 def gradcam_figure(run: Path, audio: Path, out: Path | None = None) -> Path:
     """Write a PNG with the input spectrogram and the Grad-CAM map of each ResNet stage for one audio file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch
+    from matplotlib.figure import Figure
 
     from plastispoof.audio import fix_length, load_audio
-    from plastispoof.runs import load_run_model
+    from plastispoof.plots import save_figure
+    from plastispoof.runs import load_run_model, read_run_config
 
-    model, meta = load_run_model(Path(run))
-    num_samples = meta.get("config", {}).get("data", {}).get("num_samples", 64600)
+    model, _ = load_run_model(Path(run))
+    num_samples = read_run_config(Path(run)).data.num_samples
     wave = torch.from_numpy(fix_length(load_audio(audio), num_samples)).float()
     spectrogram, maps = gradcam_maps(model, wave)
-    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(3.2 * (len(maps) + 1), 3), constrained_layout=True)
+    figure = Figure(figsize=(3.2 * (len(maps) + 1), 3), constrained_layout=True)
+    axes = figure.subplots(1, len(maps) + 1)
     axes[0].imshow(spectrogram.numpy(), origin="lower", aspect="auto", cmap="magma")
     axes[0].set_title("input")
     for index, (ax, cam) in enumerate(zip(axes[1:], maps), start=1):
@@ -157,11 +155,5 @@ def gradcam_figure(run: Path, audio: Path, out: Path | None = None) -> Path:
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"Grad-CAM (bona fide logit): {Path(run).name} / {Path(audio).name}")
-    out = Path(out) if out else Path(run) / "plots" / f"gradcam-{Path(audio).stem}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    figure.suptitle(f"Grad-CAM (bona fide logit): {Path(run).name} / {Path(audio).name}")
+    return save_figure(figure, Path(out) if out else Path(run) / "plots" / f"gradcam-{Path(audio).stem}.png")

@@ -43,17 +43,20 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def run_config(recipe: dict, dataset: str, root: Path, model: str, strategy: str, seed: int, out: Path,
-               epochs: int | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """The resolved experiment config of one Table I cell."""
+               epochs: int | None = None, overrides: list[str] | None = None,
+               strategy_extra: dict[str, Any] | None = None, tag: str = "") -> ExperimentConfig:
+    """The resolved experiment config of one Table I cell (``strategy_extra`` adds strategy options and ``tag``
+    names the variant in the run name, as the layer ablation does)."""
     for section, key in (("datasets", dataset), ("models", model), ("strategies", strategy)):
         if key not in recipe[section]:
             raise InputError(f"{section[:-1]} {key!r} is not in the recipe; known: {', '.join(recipe[section])}")
     model_recipe = dict(recipe["models"][model])
     strategy_args = _merge(recipe["strategies"][strategy] or {}, model_recipe.pop("strategies", {}).get(strategy, {}))
+    strategy_args.update(strategy_extra or {})
     if strategy_args.get("baseline_run") == "auto":
         strategy_args["baseline_run"] = str(out / run_name(model, "baseline", seed))
     data = _merge(_merge(recipe["common"], recipe["datasets"][dataset]), model_recipe)
-    data = _merge(data, {"name": run_name(model, strategy, seed), "seed": seed, "output_dir": str(out),
+    data = _merge(data, {"name": run_name(model, strategy + tag, seed), "seed": seed, "output_dir": str(out),
                          "data": {"root": str(root)}, "strategy": {"name": strategy, "args": strategy_args}})
     if epochs is not None:
         data["train"]["epochs"] = epochs
@@ -121,3 +124,42 @@ def run_demo(out: Path = Path("runs/demo"), epochs: int | None = None) -> str:
     root = write_corpus(Path(out) / "corpus", profile="demo", seed=42)
     return table1("synthetic", root, models=DEMO_MODELS, strategies=DEMO_STRATEGIES, seeds=[42],
                   out=Path(out), epochs=epochs)
+
+
+def layer_key(site_name: str) -> str:
+    """The layer a growth site belongs to: sites of one encoder layer (attention, FFN) share it.
+
+    >>> layer_key("encoder.3.attention"), layer_key("layer2.1"), layer_key("gru0")
+    ('encoder.3', 'layer2.1', 'gru0')
+    """
+    head, _, last = site_name.rpartition(".")
+    return head if head and not last.isdigit() else site_name
+
+
+def layer_ablation(dataset: str, root: Path, model: str = "wav2vec2-small", strategy: str = "dropin-frozen",
+                   seeds: list[int] | None = None, out: Path = Path("runs/layers"), epochs: int | None = None,
+                   overrides: list[str] | None = None, recipe_path: Path = RECIPE) -> str:
+    """Fig. 5: drop in at each layer in turn (all of that layer's growth sites) and write EER per layer as a
+    table (md/csv/json) and a PNG, with the baseline's EER as a reference line. Returns the Markdown."""
+    from plastispoof.models.base import build_model
+    from plastispoof.plots import plot_layer_ablation
+
+    recipe = load_recipe(recipe_path)
+    seeds = seeds or [recipe["common"].get("seed", 42)]
+    out = Path(out) / dataset
+    probe = run_config(recipe, dataset, Path(root), model, "baseline", seeds[0], out, epochs, overrides)
+    layers: dict[str, list[str]] = {}
+    for site in build_model(probe.model.name, **probe.model.args).growth_sites():
+        layers.setdefault(layer_key(site.name), []).append(site.name)
+    baseline = [run_cell(run_config(recipe, dataset, Path(root), model, "baseline", seed, out, epochs, overrides),
+                         probe.data.eval_subset) for seed in seeds]
+    rows = [aggregate_rows(dataset, model, "baseline", baseline)]
+    for key, sites in layers.items():
+        per_seed = [run_cell(run_config(recipe, dataset, Path(root), model, strategy, seed, out, epochs, overrides,
+                                        strategy_extra={"sites": sites}, tag=f"-{key}"), probe.data.eval_subset)
+                    for seed in seeds]
+        rows.append(aggregate_rows(dataset, model, strategy, per_seed))
+        rows[-1].strategy = f"{strategy} @ {key}"
+    plot_layer_ablation([(row.strategy.split(" @ ")[-1], row.eer, row.eer_std) for row in rows[1:]],
+                        rows[0].eer, out / "layers.png", title=f"{model} on {dataset}: {strategy} per layer")
+    return write_table(rows, out, "layers")

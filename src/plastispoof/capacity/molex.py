@@ -377,7 +377,7 @@ def plot_expert_usage(usage: ExpertUsage, path: str | Path, title: str = "") -> 
     """Heatmaps of mean gate (attacks x experts): averaged over layers first, then one panel per layer."""
     from matplotlib.figure import Figure
 
-    from plastispoof.plots import _save
+    from plastispoof.plots import save_figure
 
     panels = [("all layers", usage.mean_gate.mean(0))] + list(zip(usage.layers, usage.mean_gate))
     columns = min(4, len(panels))
@@ -395,7 +395,7 @@ def plot_expert_usage(usage: ExpertUsage, path: str | Path, title: str = "") -> 
     figure.colorbar(image, ax=axes, shrink=0.6, label="mean gate")
     if title:
         figure.suptitle(title, fontsize=10)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def expert_usage_report(run_dir: str | Path, dataset: str, root: str | Path, subset: str = "eval") -> str:
