@@ -30,15 +30,15 @@ def load_recipe(path: Path = RECIPE) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_dicts(base: dict, extra: dict) -> dict:
     """Deep-merge ``extra`` into a copy of ``base``.
 
-    >>> _merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}, "d": 4})
+    >>> merge_dicts({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}, "d": 4})
     {'a': {'b': 1, 'c': 3}, 'd': 4}
     """
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge_dicts(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -51,12 +51,12 @@ def run_config(recipe: dict, dataset: str, root: Path, model: str, strategy: str
         if key not in recipe[section]:
             raise InputError(f"{section[:-1]} {key!r} is not in the recipe; known: {', '.join(recipe[section])}")
     model_recipe = dict(recipe["models"][model])
-    strategy_args = _merge(recipe["strategies"][strategy] or {}, model_recipe.pop("strategies", {}).get(strategy, {}))
+    strategy_args = merge_dicts(recipe["strategies"][strategy] or {}, model_recipe.pop("strategies", {}).get(strategy, {}))
     strategy_args.update(strategy_extra or {})
     if strategy_args.get("baseline_run") == "auto":
         strategy_args["baseline_run"] = str(out / run_name(model, "baseline", seed))
-    data = _merge(_merge(recipe["common"], recipe["datasets"][dataset]), model_recipe)
-    data = _merge(data, {"name": run_name(model, strategy + tag, seed), "seed": seed, "output_dir": str(out),
+    data = merge_dicts(merge_dicts(recipe["common"], recipe["datasets"][dataset]), model_recipe)
+    data = merge_dicts(data, {"name": run_name(model, strategy + tag, seed), "seed": seed, "output_dir": str(out),
                          "data": {"root": str(root)}, "strategy": {"name": strategy, "args": strategy_args}})
     if epochs is not None:
         data["train"]["epochs"] = epochs

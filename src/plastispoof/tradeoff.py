@@ -1,0 +1,186 @@
+"""The performance/complexity trade-off of dynamic widths: a baseline and one run per FLOPs target kappa.
+
+``plastispoof reproduce tradeoff`` trains (or resumes, or skips when finished) the baseline and a
+``dynamic-width`` run per kappa, evaluates each, and writes ``tradeoff.{md,csv,json}`` and ``tradeoff.png``
+(EER against FLOPs per second of audio, and against parameters, with the Pareto front) under
+``<out>/<dataset>/``. Configs come from ``configs/table1.yaml`` with ``configs/dynamic_width/tradeoff.yaml``
+merged over it (extra models such as ``resnet34`` and the ``dynamic-width`` options), through the same
+config resolution as Table I.
+
+FLOPs are those of the final (shrunk, plain) model's forward pass on 4 s of audio, counted by
+:func:`plastispoof.cost.count_flops`: front-end included, 2 FLOPs per multiply-accumulate.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from plastispoof.config import ExperimentConfig, apply_overrides
+from plastispoof.cost import count_flops, parameter_counts
+from plastispoof.errors import InputError
+from plastispoof.fileio import atomic_path, atomic_write_text
+from plastispoof.reproduce import RECIPE, load_recipe, merge_dicts, run_cell, run_config, run_name
+
+TRADEOFF_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "dynamic_width" / "tradeoff.yaml"
+STRATEGY = "dynamic-width"
+FLOPS_SECONDS = 4.0  # the paper's utterance length; GFLOP/s divides by it
+
+
+@dataclass
+class TradeoffRow:
+    """One point of the trade-off: a finished run, its test EER (%) and the cost of its final model."""
+
+    model: str
+    strategy: str
+    kappa: float | None
+    eer: float
+    gflops_4s: float
+    gflops_per_s: float
+    flops_vs_baseline: float
+    params_m: float
+    widths: dict[str, int] | None
+    run: str
+
+
+COLUMNS = ["Model", "Strategy", "κ (FLOPs target)", "Test EER (%)", "GFLOPs per 4 s", "GFLOP/s of audio",
+           "FLOPs vs baseline", "Parameters (M)"]
+
+
+def row_cells(row: TradeoffRow) -> list[str]:
+    kappa = "-" if row.kappa is None else f"{row.kappa:g}"
+    return [row.model, row.strategy, kappa, f"{row.eer:.2f}", f"{row.gflops_4s:.4g}", f"{row.gflops_per_s:.4g}",
+            f"{row.flops_vs_baseline:.3f}", f"{row.params_m:.3f}"]
+
+
+def format_markdown(rows: list[TradeoffRow]) -> str:
+    """The trade-off table as Markdown.
+
+    >>> row = TradeoffRow("resnet34", "baseline", None, 6.26, 22.56, 5.64, 1.0, 5.4, None, "runs/x")
+    >>> print(format_markdown([row]).splitlines()[2])
+    | resnet34 | baseline | - | 6.26 | 22.56 | 5.64 | 1.000 | 5.400 |
+    """
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both cost and error (lower is better), by cost.
+
+    >>> pareto_front([(1.0, 5.0), (2.0, 3.0), (3.0, 4.0), (0.5, 9.0)])
+    [3, 0, 1]
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front, best = [], float("inf")
+    for index in order:
+        if points[index][1] < best:
+            front.append(index)
+            best = points[index][1]
+    return front
+
+
+def plot_tradeoff(rows: list[TradeoffRow], path: Path, title: str = "") -> Path:
+    """EER against GFLOP/s (with the Pareto front) and against parameters; the baseline is a star."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4))
+    FigureCanvasAgg(figure)
+    flops_axes, params_axes = figure.subplots(1, 2, sharey=True)
+    for axes, cost, label in ((flops_axes, "gflops_per_s", "GFLOP/s of audio (forward pass)"),
+                              (params_axes, "params_m", "parameters (M)")):
+        front = pareto_front([(getattr(row, cost), row.eer) for row in rows])
+        axes.plot([getattr(rows[i], cost) for i in front], [rows[i].eer for i in front], "--", color="grey",
+                  lw=1, label="Pareto front")
+        labels: dict[tuple[float, float], list[str]] = {}  # runs that ended at the same point share a label
+        for row in rows:
+            baseline = row.kappa is None
+            axes.plot(getattr(row, cost), row.eer, "*" if baseline else "o", ms=14 if baseline else 8,
+                      color="tab:red" if baseline else "tab:blue")
+            labels.setdefault((getattr(row, cost), row.eer), []).append("baseline" if baseline else f"{row.kappa:g}")
+        for point, names in labels.items():
+            text = ", ".join(names) if names == ["baseline"] else "κ=" + ", ".join(names)
+            axes.annotate(text, point, textcoords="offset points", xytext=(6, 4), fontsize=8)
+        axes.set_xscale("log")
+        axes.set_xlabel(label)
+        axes.grid(True, which="both", lw=0.3)
+    flops_axes.set_ylabel("test EER (%)")
+    flops_axes.legend(loc="upper right", fontsize=8)
+    figure.suptitle(title or "performance / complexity trade-off")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    return path
+
+
+def write_tradeoff(rows: list[TradeoffRow], out: Path, title: str = "") -> str:
+    """Write ``tradeoff.md``, ``.csv``, ``.json`` and ``.png`` under ``out``; return the Markdown."""
+    markdown = format_markdown(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    writer.writerows(row_cells(row) for row in rows)
+    atomic_write_text(out / "tradeoff.md", markdown + "\n")
+    atomic_write_text(out / "tradeoff.csv", buffer.getvalue())
+    atomic_write_text(out / "tradeoff.json", json.dumps([asdict(row) for row in rows], indent=1) + "\n")
+    plot_tradeoff(rows, out / "tradeoff.png", title)
+    return markdown
+
+
+def _final_widths(meta: dict[str, Any]) -> dict[str, int] | None:
+    shrinks = [record for record in meta.get("transforms", []) if record["kind"] == "shrink"]
+    return shrinks[-1]["widths"] if shrinks else None
+
+
+def measure_run(cfg: ExperimentConfig, kappa: float | None, baseline_flops: float | None) -> TradeoffRow:
+    """Train/evaluate one run (finished ones are read back) and cost its final model."""
+    from plastispoof.runs import load_run_model
+
+    result = run_cell(cfg, cfg.data.eval_subset)
+    model, meta = load_run_model(cfg.run_dir)
+    example = torch.randn(1, int(FLOPS_SECONDS * cfg.data.sample_rate), generator=torch.Generator().manual_seed(0))
+    flops = float(count_flops(model, example))
+    params, _ = parameter_counts(model)
+    return TradeoffRow(model=cfg.model.name, strategy=cfg.strategy.name, kappa=kappa,
+                       eer=100.0 * result["report"]["eer"], gflops_4s=flops / 1e9,
+                       gflops_per_s=flops / 1e9 / FLOPS_SECONDS,
+                       flops_vs_baseline=flops / (baseline_flops or flops), params_m=params / 1e6,
+                       widths=_final_widths(meta), run=str(cfg.run_dir))
+
+
+def tradeoff_recipe(path: Path = TRADEOFF_RECIPE) -> dict[str, Any]:
+    """``configs/table1.yaml`` with the trade-off file merged over it."""
+    return merge_dicts(load_recipe(RECIPE), load_recipe(path))
+
+
+def reproduce_tradeoff(dataset: str, root: Path, model: str = "resnet34",
+                       kappas: list[float] | tuple[float, ...] = (0.5, 0.25, 0.125, 0.0625),
+                       out: Path = Path("runs/tradeoff"), epochs: int | None = None,
+                       overrides: list[str] | None = None, seed: int = 42) -> str:
+    """Train the baseline and a dynamic-width run per ``kappa``; write the table and plot; return the Markdown.
+
+    ``overrides`` (``key=value``) apply to every run, except ``strategy.*`` ones, which only the dynamic-width
+    runs get (the baseline strategy has no options).
+    """
+    if not kappas or any(not 0 < k <= 1 for k in kappas):
+        raise InputError(f"kappas must be FLOPs fractions in (0, 1], got {list(kappas)}")
+    overrides = list(overrides or [])
+    strategy_overrides = [item for item in overrides if item.strip().startswith("strategy.")]
+    common = [item for item in overrides if item not in strategy_overrides]
+    recipe = tradeoff_recipe()
+    out = Path(out) / dataset
+    baseline_cfg = run_config(recipe, dataset, Path(root), model, "baseline", seed, out, epochs, common)
+    baseline = measure_run(baseline_cfg, None, None)
+    rows = [baseline]
+    for kappa in kappas:
+        cfg = run_config(recipe, dataset, Path(root), model, STRATEGY, seed, out, epochs, common)
+        cfg = apply_overrides(cfg, [*strategy_overrides, f"strategy.args.kappa={kappa}",
+                                    f"name={run_name(model, f'{STRATEGY}-k{kappa:g}', seed)}"])
+        rows.append(measure_run(cfg, kappa, baseline.gflops_4s * 1e9))
+    return write_tradeoff(rows, out, title=f"{model} on {dataset}: dynamic widths at FLOPs targets κ")

@@ -1,0 +1,271 @@
+"""Dynamic widths: the noisy gate's gradient, the FLOPs penalty, physical shrinking, the FLOPs model, replay."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plastispoof.capacity import apply_transforms, build_strategy
+from plastispoof.capacity.dynamic_width import (BUDGET_NAME, DynamicWidth, DynamicWidthSettings, MakeWidthsDynamic,
+                                                Shrink, dynamic_sites, dynamic_widths)
+from plastispoof.cost import count_flops
+from plastispoof.errors import InputError
+from plastispoof.models.base import build_model, count_parameters
+from plastispoof.runs import load_run_model, load_state_strict, read_meta
+
+from tiny_run import tiny_config, write_tiny_corpus
+
+TINY = {"resnet18": {"width": 4}, "resnet34": {"width": 2}, "grnn": {"hidden_sizes": [6, 5, 4]}}
+SAMPLES = 4800  # 0.3 s: GRNN's deltas need 9 frames of hop 512
+
+
+def waveforms(batch: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, SAMPLES, generator=torch.Generator().manual_seed(seed))
+
+
+def dynamic(name: str, seed: int = 0, **settings) -> nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(name, **TINY.get(name, {}))
+    MakeWidthsDynamic(DynamicWidthSettings(seconds=SAMPLES / 16000, **settings)).apply(model)
+    return model
+
+
+def set_fraction(model: nn.Module, fraction: float) -> None:
+    for _, gate in dynamic_sites(model):
+        gate.set_width(fraction * gate.full_width)
+
+
+def task_loss(model: nn.Module, seed: int = 0) -> torch.Tensor:
+    return F.cross_entropy(model(waveforms(seed=seed)), torch.tensor([0, 1]))
+
+
+# ------------------------------------------------------------------------------------------ the gate
+
+
+def test_gate_passes_kept_channels_zeroes_the_rest_and_mixes_the_boundary():
+    layer = nn.Linear(5, 6)
+    gate = DynamicWidth(layer, min_width=1)
+    gate.set_width(3.5)  # boundary channel 3, f = 0.5
+    x = torch.randn(4000, 5, generator=torch.Generator().manual_seed(0))
+    plain = layer(x).detach()
+    gate.train()
+    noisy = gate(x).detach()
+    gate.eval()
+    clean = gate(x).detach()
+    torch.testing.assert_close(noisy[:, :3], plain[:, :3])
+    assert noisy[:, 4:].abs().max() == 0 and clean[:, 4:].abs().max() == 0
+    torch.testing.assert_close(clean[:, 3], plain[:, 3] * torch.sin(torch.tensor(0.5 * torch.pi / 2)))
+    assert not torch.allclose(noisy[:, 3], clean[:, 3])  # training adds noise to the boundary channel
+    # The noise mix keeps the channel's variance (up to sampling error and the mean's share).
+    assert noisy[:, 3].var().item() == pytest.approx(plain[:, 3].var().item(), rel=0.1)
+
+
+def test_gate_without_noise_is_deterministic_in_training():
+    gate = DynamicWidth(nn.Linear(5, 6), min_width=1, noise=False)
+    gate.set_width(2.3)
+    x = torch.randn(8, 5)
+    torch.testing.assert_close(gate.train()(x), gate.train()(x))
+    torch.testing.assert_close(gate.train()(x), gate.eval()(x))
+
+
+def test_width_is_projected_into_its_range():
+    gate = DynamicWidth(nn.Linear(5, 8), min_width=2)
+    gate.set_width(50.0)
+    gate(torch.randn(2, 5))
+    assert gate.width().item() == pytest.approx(8.0)
+    gate.set_width(-3.0)
+    gate(torch.randn(2, 5))
+    assert gate.width().item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "grnn"])
+@pytest.mark.parametrize("fraction", [1.0, 0.6])
+def test_task_loss_alone_reaches_every_width(name, fraction):
+    model = dynamic(name)
+    set_fraction(model, fraction)
+    model.train()
+    task_loss(model).backward()  # no FLOPs penalty
+    for site, gate in dynamic_sites(model):
+        grad = gate.scaled_width.grad
+        assert grad is not None and torch.isfinite(grad) and grad.abs() > 0, site.name
+
+
+def test_task_loss_alone_widens_a_starved_layer():
+    """Noise at the boundary hurts the fit, so the task alone pushes K up (a toy regression)."""
+    torch.manual_seed(0)
+    x = torch.randn(256, 4)
+    target = x @ torch.randn(4, 1)
+    gate = DynamicWidth(nn.Linear(4, 16), min_width=1, speed=16.0)
+    gate.set_width(3.5)
+    head = nn.Linear(16, 1)
+    optimizer = torch.optim.Adam([*gate.parameters(), *head.parameters()], lr=1e-2)
+    for _ in range(60):
+        optimizer.zero_grad()
+        F.mse_loss(head(torch.relu(gate(x))), target).backward()
+        optimizer.step()
+    assert gate.width().item() > 5.0
+
+
+def test_widths_fall_under_the_flops_penalty():
+    # Without noise the task's pull on K is deterministic, so the two runs differ by the penalty alone.
+    def train_a_few_steps(flops_weight: float) -> tuple[float, dict[str, float]]:
+        model = dynamic("grnn", kappa=0.125, flops_weight=flops_weight, noise=False)
+        budget = getattr(model, BUDGET_NAME)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        model.train()
+        for step in range(3):
+            optimizer.zero_grad()
+            (task_loss(model, seed=step) + budget.auxiliary_loss()).backward()
+            optimizer.step()
+        model(waveforms())  # the next forward projects the widths into range
+        return budget.ratio().item(), dynamic_widths(model)
+
+    penalised_ratio, penalised = train_a_few_steps(10.0)
+    free_ratio, free = train_a_few_steps(0.0)
+    assert penalised_ratio < 1.0 and penalised_ratio < free_ratio
+    assert sum(penalised.values()) < sum(free.values())
+
+
+def test_penalty_is_the_excess_over_the_target():
+    model = dynamic("resnet18", flops_weight=3.0)
+    budget = getattr(model, BUDGET_NAME)
+    set_fraction(model, 0.25)
+    small = budget.ratio().item()
+    budget.kappa = small + 0.01
+    assert budget.auxiliary_loss().item() == 0
+    set_fraction(model, 1.0)
+    assert budget.ratio().item() == pytest.approx(1.0)
+    assert budget.auxiliary_loss().item() == pytest.approx(3.0 * (1.0 - budget.kappa))
+
+
+# ------------------------------------------------------------------------------------------ shrinking
+
+
+@pytest.mark.parametrize("name", ["resnet18", "grnn"])
+def test_shrinking_removes_zero_channels_without_changing_outputs(name):
+    model = dynamic(name)
+    gates = dynamic_sites(model)
+    for index, (_, gate) in enumerate(gates):  # a different cut per site, boundary fractions in (0, 1)
+        gate.set_width(max(1.3, gate.full_width * (0.35 + 0.1 * index % 0.6)))
+    model.eval()
+    x = waveforms()
+    with torch.no_grad():
+        before = model(x)
+    params = count_parameters(model)
+    Shrink().apply(model)
+    with torch.no_grad():
+        after_cut = model(x)
+    assert count_parameters(model) < params
+    assert all(gate.channels < gate.full_width for _, gate in dynamic_sites(model))
+    Shrink(final=True).apply(model)
+    with torch.no_grad():
+        plain = model(x)
+    assert not dynamic_sites(model) and not hasattr(model, BUDGET_NAME)
+    assert not any(isinstance(m, DynamicWidth) for m in model.modules())
+    torch.testing.assert_close(after_cut, before, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(plain, before, atol=1e-5, rtol=1e-4)
+
+
+def test_shrink_needs_dynamic_widths():
+    with pytest.raises(InputError, match="no dynamic widths"):
+        Shrink().apply(build_model("grnn", **TINY["grnn"]))
+
+
+# ------------------------------------------------------------------------------------------ FLOPs model
+
+
+@pytest.mark.parametrize("name,args", [("resnet18", {"width": 16}), ("grnn", {})])
+def test_flops_model_matches_flop_counter_on_the_shrunk_model(name, args):
+    torch.manual_seed(0)
+    model = build_model(name, **args)
+    full_flops = count_flops(build_model(name, **args).eval(), torch.randn(1, SAMPLES))
+    MakeWidthsDynamic(DynamicWidthSettings(seconds=SAMPLES / 16000)).apply(model)
+    budget = getattr(model, BUDGET_NAME)
+    assert budget.flops().item() == pytest.approx(full_flops, rel=1e-6)
+    generator = torch.Generator().manual_seed(1)
+    for _, gate in dynamic_sites(model):
+        gate.set_width(gate.full_width * (0.3 + 0.6 * torch.rand((), generator=generator).item()))
+    predicted = budget.flops().item()
+    shrink = Shrink(final=True)
+    shrink.apply(model)
+    measured = count_flops(model.eval(), torch.randn(1, SAMPLES))
+    assert measured < 0.9 * full_flops  # the check below is about a really smaller model
+    assert predicted == pytest.approx(measured, rel=0.03)  # continuous K vs the ceil(K) channels kept
+    at_kept_widths = budget.flops_model(shrink.widths)
+    assert at_kept_widths == pytest.approx(measured, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ replay, options
+
+
+@pytest.mark.parametrize("name", ["resnet34", "grnn"])
+def test_replaying_the_records_rebuilds_the_shrunk_plain_model(name):
+    torch.manual_seed(0)
+    model = build_model(name, **TINY[name])
+    make_dynamic = MakeWidthsDynamic(DynamicWidthSettings(seconds=SAMPLES / 16000, kappa=0.125))
+    make_dynamic.apply(model)
+    set_fraction(model, 0.7)
+    first = Shrink()
+    first.apply(model)
+    set_fraction(model, 0.45)
+    last = Shrink(final=True)
+    last.apply(model)
+    records = [json.loads(json.dumps(t.record())) for t in (make_dynamic, first, last)]  # as in meta.json
+    torch.manual_seed(123)
+    rebuilt = apply_transforms(build_model(name, **TINY[name]), records)
+    load_state_strict(rebuilt, model.state_dict(), "trained model")
+    x = waveforms()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), model.eval()(x))
+    assert type(rebuilt) is type(model) and count_parameters(rebuilt) == count_parameters(model)
+
+
+def test_options_errors_are_input_errors():
+    with pytest.raises(InputError, match="kappa"):
+        build_strategy("dynamic-width", {"kappa": 1.5})
+    with pytest.raises(InputError, match="flop_weight"):
+        build_strategy("dynamic-width", {"flop_weight": 1.0})
+    model = build_model("grnn", **TINY["grnn"])
+    with pytest.raises(InputError, match="groups"):
+        MakeWidthsDynamic(groups=["layer9"]).apply(model)
+    with pytest.raises(InputError, match="growth site"):
+        MakeWidthsDynamic(sites=["gru7"]).apply(model)
+    MakeWidthsDynamic(DynamicWidthSettings(seconds=SAMPLES / 16000)).apply(model)
+    with pytest.raises(InputError, match="already dynamic"):
+        MakeWidthsDynamic().apply(model)
+
+
+def test_groups_choose_the_stacks():
+    torch.manual_seed(0)
+    model = build_model("resnet18", **TINY["resnet18"])
+    MakeWidthsDynamic(DynamicWidthSettings(seconds=SAMPLES / 16000), groups=["layer3", "layer4"]).apply(model)
+    assert [site.name for site, _ in dynamic_sites(model)] == ["layer3.0", "layer3.1", "layer4.0", "layer4.1"]
+
+
+# ------------------------------------------------------------------------------------------ with the trainer
+
+
+def test_strategy_trains_shrinks_and_leaves_a_plain_rebuildable_run(tmp_path):
+    from plastispoof.train import train
+
+    corpus = write_tiny_corpus(tmp_path / "corpus", seconds=SAMPLES / 16000)
+    strategy = {"name": "dynamic-width", "args": {"kappa": 0.3, "flops_weight": 2.0, "width_speed": 64.0,
+                                                  "seconds": SAMPLES / 16000, "finetune_epochs": 1}}
+    cfg = tiny_config(tmp_path / "runs", corpus, name="dw", model={"name": "grnn", "args": {"hidden_sizes": [8, 6]}},
+                      strategy=strategy, data={"num_samples": SAMPLES}, train={"epochs": 2, "lr": 0.01})
+    run_dir = train(cfg)
+    meta = read_meta(run_dir)
+    kinds = [record["kind"] for record in meta["transforms"]]
+    assert kinds[0] == "dynamic-width" and kinds[-1] == "shrink" and meta["transforms"][-1]["final"]
+    assert kinds.count("shrink") >= 2  # shrunk during training, then the final cut
+    assert [stage["name"] for stage in meta["stages"]] == ["dynamic", "shrink"]
+    model, _ = load_run_model(run_dir)
+    assert not any(isinstance(m, DynamicWidth) for m in model.modules())
+    widths = meta["transforms"][-1]["widths"]
+    assert [gru.hidden_size for gru in model.grus] == [widths["gru0"], widths["gru1"]]
+    assert count_parameters(model) < count_parameters(build_model("grnn", hidden_sizes=[8, 6]))
+    assert meta["stages"][-1]["params"] == count_parameters(model)

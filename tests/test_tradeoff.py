@@ -1,0 +1,75 @@
+"""The trade-off reproduction: Pareto front, table files, and one tiny end-to-end run of the verb."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from plastispoof.errors import InputError
+from plastispoof.tradeoff import TradeoffRow, pareto_front, reproduce_tradeoff, write_tradeoff
+
+from tiny_run import write_tiny_corpus
+
+
+def _dominated(point, other) -> bool:
+    return other[0] <= point[0] and other[1] <= point[1] and other != point
+
+
+def test_pareto_front_keeps_exactly_the_undominated_points():
+    rng = random.Random(0)
+    for _ in range(50):
+        points = [(rng.randint(1, 9) / 3, rng.randint(1, 9)) for _ in range(rng.randint(1, 12))]
+        front = pareto_front(points)
+        assert [points[i][0] for i in front] == sorted(points[i][0] for i in front)  # ordered by cost
+        for index, point in enumerate(points):
+            beaten = any(_dominated(point, other) for other in points)
+            if index in front:
+                assert not beaten
+            else:  # left out: dominated, or a duplicate of a point on the front
+                assert beaten or any(points[i] == point for i in front)
+
+
+def _row(kappa, eer, gflops, params) -> TradeoffRow:
+    return TradeoffRow("resnet34", "baseline" if kappa is None else "dynamic-width", kappa, eer, 4 * gflops, gflops,
+                       gflops / 5.64, params, None if kappa is None else {"layer1.0": 3}, "runs/x")
+
+
+def test_write_tradeoff_writes_every_format(tmp_path):
+    rows = [_row(None, 6.26, 5.64, 5.4), _row(0.25, 3.48, 1.18, 0.8), _row(0.125, 2.53, 0.91, 0.5)]
+    markdown = write_tradeoff(rows, tmp_path, title="test")
+    assert markdown.splitlines()[2].startswith("| resnet34 | baseline | - | 6.26 |")
+    assert (tmp_path / "tradeoff.md").read_text().strip() == markdown
+    csv_lines = (tmp_path / "tradeoff.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(rows) and csv_lines[2].split(",")[2] == "0.25"
+    stored = json.loads((tmp_path / "tradeoff.json").read_text())
+    assert [r["kappa"] for r in stored] == [None, 0.25, 0.125] and stored[1]["widths"] == {"layer1.0": 3}
+    assert (tmp_path / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_kappas_must_be_fractions(tmp_path):
+    with pytest.raises(InputError, match="kappas"):
+        reproduce_tradeoff("synthetic", tmp_path, kappas=[0.5, 2.0], out=tmp_path)
+
+
+@pytest.mark.slow
+def test_reproduce_tradeoff_on_the_tiny_corpus(tmp_path):
+    corpus = write_tiny_corpus(tmp_path / "corpus", seconds=0.3)
+    overrides = ["model.args.width=2", "data.num_samples=4800", "data.batch_size=8", "data.eval_batch_size=16"]
+    markdown = reproduce_tradeoff("synthetic", corpus, model="resnet34", kappas=[0.25], out=tmp_path / "runs",
+                                  epochs=1, overrides=overrides)
+    out = tmp_path / "runs" / "synthetic"
+    rows = json.loads((out / "tradeoff.json").read_text())
+    assert [(r["strategy"], r["kappa"]) for r in rows] == [("baseline", None), ("dynamic-width", 0.25)]
+    baseline, dynamic = rows
+    assert baseline["flops_vs_baseline"] == 1.0 and dynamic["gflops_4s"] <= baseline["gflops_4s"]
+    assert dynamic["params_m"] <= baseline["params_m"] and len(dynamic["widths"]) == 16  # every block's site
+    assert all(0 <= r["eer"] <= 100 for r in rows)
+    assert (out / "tradeoff.png").stat().st_size > 0 and markdown in (out / "tradeoff.md").read_text()
+    # Finished runs are reused, not trained again.
+    weights = [out / name / "model.safetensors" for name in ("resnet34-baseline-s42", "resnet34-dynamic-width-k0.25-s42")]
+    stamps = [path.stat().st_mtime_ns for path in weights]
+    assert reproduce_tradeoff("synthetic", corpus, model="resnet34", kappas=[0.25], out=tmp_path / "runs",
+                              epochs=1, overrides=overrides) == markdown
+    assert [path.stat().st_mtime_ns for path in weights] == stamps
