@@ -62,7 +62,10 @@ def train_steps(model: nn.Module, steps: int) -> None:
 
 def test_every_registered_model_has_a_tiny_config():
     load_builtins()
-    assert set(MODELS) <= set(TINY), f"add tiny configs for {set(MODELS) - set(TINY)}"
+    # Models that test helpers register (tests/tiny_run.py) are not the toolkit's.
+    builtin = {name for name, factory in MODELS.items()
+               if getattr(factory, "func", factory).__module__.startswith("plastispoof.")}
+    assert builtin <= set(TINY), f"add tiny configs for {builtin - set(TINY)}"
 
 
 @pytest.mark.parametrize("name", TINY)
