@@ -74,22 +74,30 @@ def write_scores(path: str | Path, scores: dict[str, float]) -> Path:
     return atomic_write_text(path, "".join(f"{utt} {score:.9g}\n" for utt, score in scores.items()))
 
 
+def load_run_and_trials(run_dir: str | Path, dataset: str, root: str | Path, subset: str):
+    """A run's config, rebuilt model and meta, and the trials to score: ``data.max_eval`` (a seeded subset)
+    applies when the run set it. Shared by evaluation and the MoLEx expert-usage report."""
+    from plastispoof.data.dataset import subsample
+    from plastispoof.data.protocols import read_dataset
+
+    cfg = runs.read_run_config(run_dir)
+    model, meta = runs.load_run_model(run_dir)
+    trials = read_dataset(dataset, str(root), subset)
+    if cfg.data.max_eval:
+        trials = subsample(trials, cfg.data.max_eval, cfg.seed)
+    return cfg, model, meta, trials
+
+
 def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: str = "eval") -> dict[str, Any]:
     """Score ``subset`` of ``dataset`` under ``root`` with a run's final model; write and return its metrics.
 
     Uses the run's input length, evaluation batch size and workers, and its ``data.max_eval`` (a seeded subset)
     when set. The returned report is the metrics JSON plus ``files`` (what was written where).
     """
-    from plastispoof.data.dataset import subsample
-    from plastispoof.data.protocols import read_dataset
     from plastispoof.plots import plot_det, plot_score_histograms
 
     run_dir = Path(run_dir)
-    cfg = runs.read_run_config(run_dir)
-    model, meta = runs.load_run_model(run_dir)
-    trials = read_dataset(dataset, str(root), subset)
-    if cfg.data.max_eval:
-        trials = subsample(trials, cfg.data.max_eval, cfg.seed)
+    cfg, model, meta, trials = load_run_and_trials(run_dir, dataset, root, subset)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
     scores = score_trials(model.to(device), trials, cfg.data.num_samples, cfg.data.eval_batch_size, device,

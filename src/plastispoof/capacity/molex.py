@@ -407,16 +407,11 @@ def expert_usage_report(run_dir: str | Path, dataset: str, root: str | Path, sub
     """
     from torch.utils.data import DataLoader
 
-    from plastispoof import runs
-    from plastispoof.data.dataset import TrialDataset, subsample
-    from plastispoof.data.protocols import read_dataset
+    from plastispoof.data.dataset import TrialDataset
+    from plastispoof.evaluate import load_run_and_trials
 
     run_dir = Path(run_dir)
-    cfg = runs.read_run_config(run_dir)
-    model, _ = runs.load_run_model(run_dir)
-    trials = read_dataset(dataset, str(root), subset)
-    if cfg.data.max_eval:
-        trials = subsample(trials, cfg.data.max_eval, cfg.seed)
+    cfg, model, _, trials = load_run_and_trials(run_dir, dataset, root, subset)
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     loader = DataLoader(TrialDataset(trials, num_samples=cfg.data.num_samples, sample_rate=cfg.data.sample_rate),
                         batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers)
