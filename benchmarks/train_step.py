@@ -1,0 +1,88 @@
+"""Forward and backward time of one training step per model (random weights), timed as the trainer times them.
+
+Each model is built with its registry defaults and trained on a batch of ``--batch`` x ``--seconds`` of noise
+with the trainer's default optimizer. A step is split as in ``plastispoof.train``: the forward pass with the
+loss (plus any method regulariser) is one timing, ``loss.backward()`` the other; the optimiser step runs but
+is not timed. Medians over ``--steps`` steps after ``--warmup`` are printed with the parameter counts
+(wav2vec2 keeps its CNN feature encoder frozen by default, so fewer of its parameters train).
+
+    python benchmarks/train_step.py                       # resnet18, grnn, wav2vec2-small, aasist-l; 2 threads
+    python benchmarks/train_step.py --with-base           # also wav2vec2 base (slow on a CPU)
+    python benchmarks/train_step.py --models grnn --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import date
+
+import torch
+from torch import nn
+
+from features import cpu_name
+from plastispoof.config import TrainConfig
+from plastispoof.models.base import build_model, count_parameters
+from plastispoof.train import auxiliary_loss, build_optimizer, classification_loss
+
+MODELS = ["resnet18", "grnn", "wav2vec2-small", "aasist-l"]
+BASE = "wav2vec2"  # the base size: 94 M parameters, several seconds a step on a CPU
+
+
+def step_ms(model: nn.Module, optimizer: torch.optim.Optimizer, waveform: torch.Tensor,
+            target: torch.Tensor) -> tuple[float, float]:
+    """One training step; returns (forward + loss ms, backward ms)."""
+    started = time.perf_counter()
+    loss = classification_loss("ce", model(waveform), target, None)
+    extra = auxiliary_loss(model)
+    if extra is not None:
+        loss = loss + extra
+    forward_done = time.perf_counter()
+    loss.backward()
+    backward_done = time.perf_counter()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return 1000 * (forward_done - started), 1000 * (backward_done - forward_done)
+
+
+def measure(name: str, args: argparse.Namespace) -> tuple[int, int, float, float]:
+    """Parameters, trainable parameters and the median forward and backward ms of ``name``."""
+    torch.manual_seed(args.seed)
+    model = build_model(name).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(TrainConfig(), trainable)
+    generator = torch.Generator().manual_seed(args.seed)
+    waveform = 0.1 * torch.randn(args.batch, int(args.seconds * 16000), generator=generator)
+    target = torch.randint(0, 2, (args.batch,), generator=generator)
+    timings = [step_ms(model, optimizer, waveform, target) for _ in range(args.warmup + args.steps)][args.warmup:]
+    forward, backward = zip(*timings)
+    return (count_parameters(model), count_parameters(model, trainable_only=True),
+            statistics.median(forward), statistics.median(backward))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS + [BASE])
+    parser.add_argument("--with-base", action="store_true", help=f"also time {BASE} (base size)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = args.models + ([BASE] if args.with_base and BASE not in args.models else [])
+
+    print(f"# {date.today()}  torch {torch.__version__}  {cpu_name()}, {args.threads} threads  batch {args.batch} "
+          f"x {args.seconds:g} s, median of {args.steps} after {args.warmup} warm-up")
+    print("| model | params | trainable | forward ms | backward ms |")
+    print("|---|---:|---:|---:|---:|")
+    for name in names:
+        params, trainable, forward, backward = measure(name, args)
+        print(f"| {name} | {params:,} | {trainable:,} | {forward:.0f} | {backward:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
