@@ -29,7 +29,6 @@ from typing import Callable, Iterator
 import librosa
 import numpy as np
 import scipy.fft
-import scipy.linalg
 import scipy.signal
 import soundfile as sf
 from rich.console import Console
@@ -638,29 +637,33 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {a.attack_id: a for a in (
-    Attack("A01", "80-band mel spectrogram -> Griffin-Lim (6-32 iterations)", "phase incoherence, smeared harmonics",
+    Attack("A01", "80-band mel spectrogram -> Griffin-Lim (27-6 iterations)", "phase incoherence, smeared harmonics",
            True, partial(griffin_lim, n_mels=80, n_fft=1024, hop=256, iterations=(32, 6))),
-    Attack("A02", "LPC (order 12-20) -> pulse-train / noise excitation", "buzzy, jitter-free voicing",
+    Attack("A02", "LPC (order 12-20) -> pulse-train / noise excitation (84-100 %)", "buzzy, jitter-free voicing",
            True, lpc_vocoder),
-    Attack("A03", "harmonic sinusoids at a smooth F0 + envelope-shaped noise", "no aperiodicity, hard V/UV",
+    Attack("A03", "sinusoids at multiples of a smooth F0 up to 6.4-4 kHz + envelope-shaped noise",
+           "no aperiodicity, hard V/UV",
            True, harmonic_resynthesis),
-    Attack("A04", "low-pass 4.2-7.6 kHz + mu-law 8-11 bit", "missing high band, quantisation noise",
+    Attack("A04", "low-pass 6.9-4.2 kHz + mu-law 10-8 bit", "missing high band, quantisation noise",
            True, codec),
-    Attack("A05", "low band kept, random-phase noise above 3-6.5 kHz with a smoothed envelope",
+    Attack("A05", "low band kept, random-phase noise above 4.4-2 kHz with a time-smoothed envelope",
            "noisy, over-smooth high band", True, envelope_noise_vocoder),
-    Attack("A06", "two takes joined every 50-180 ms with 0-4 ms cross-fades", "F0 / timbre / level jumps at joins",
+    Attack("A06", "two takes joined every 50-180 ms with 3-0 ms cross-fades",
+           "F0 / formant / colour / level jumps at joins",
            True, partial(concatenation, takes=2, unit_ms=(50, 180), crossfade_ms=4.0, misalign_ms=0.0)),
     Attack("A07", "8 kHz with a leaky anti-alias filter -> linear interpolation", "aliasing, spectral images",
            False, resample_aliasing),
-    Attack("A08", "phase-vocoder pitch shift (0.5-3.5 semitones)", "phasiness, shifted formants",
+    Attack("A08", "phase-vocoder pitch shift (1.1-3.5 semitones)", "phasiness, shifted formants",
            False, pitch_shift_vc),
-    Attack("A09", "linear spectrogram -> Griffin-Lim (2-10 iterations), other framing (kin of A01)",
+    Attack("A09", "128-band mel, other framing -> Griffin-Lim (13-2 iterations) (kin of A01)",
            "phase incoherence", False, partial(griffin_lim, n_mels=128, n_fft=640, hop=160, iterations=(16, 2))),
-    Attack("A10", "14-30 MFCC envelope x pulse / noise excitation (STFT domain)", "smeared formants, buzz",
+    Attack("A10", "27-14 MFCC envelope x pulse / noise excitation (STFT domain)", "smeared formants, buzz",
            False, mfcc_vocoder),
-    Attack("A11", "frame-rate modulation + tonal lines at fs/8 or fs/16 multiples", "upsampling fingerprints",
+    Attack("A11", "A05-like noisy high band + frame-rate modulation + tones at multiples of fs/8 or fs/16",
+           "upsampling fingerprints",
            False, upsampler_artefacts),
-    Attack("A12", "magnitude warped along frequency (4-16 %), original phase", "phase/magnitude mismatch",
+    Attack("A12", "spectral envelope warped by 6-14 % and smoothed over 3-9 frames, original harmonics and phase",
+           "shifted, over-smoothed formants",
            False, frequency_warp_vc),
     Attack("A13", "three takes joined every 30-120 ms, no cross-fade, misaligned by up to 4 ms (kin of A06)",
            "clicks, F0 / timbre jumps", False,
