@@ -39,7 +39,7 @@ from plastispoof.errors import InputError
 
 SAMPLE_RATE = 16_000
 FRAME = 160  # control-rate hop of the synthesiser: 10 ms
-GENERATOR_VERSION = 1  # bump when the audio changes, so cached corpora are rebuilt
+GENERATOR_VERSION = 2  # bump when the audio changes, so cached corpora are rebuilt
 STAMP_NAME = "plastispoof_synth.json"
 SUBSETS = ("train", "dev", "eval")
 _SUBSET_LETTER = {"train": "T", "dev": "D", "eval": "E"}
@@ -419,6 +419,18 @@ def _cepstral_envelope(magnitude: np.ndarray, lifter: int) -> np.ndarray:
     return np.exp(scipy.fft.rfft(cepstrum, axis=0).real)
 
 
+def _over_smooth(y: np.ndarray, strength: float, n_fft: int = 512, hop: int = 128) -> np.ndarray:
+    """What statistical acoustic models do to a spectral envelope: formant peaks and valleys flattened towards
+    the spectral tilt, and detail over time averaged away (the 'global variance' shrinks); fine structure stays."""
+    spec = _stft(y, n_fft, hop)
+    envelope = np.log(_cepstral_envelope(np.abs(spec), 30))
+    tilt = np.log(_cepstral_envelope(np.abs(spec), 3))
+    flattened = tilt + (envelope - tilt) * (1 - _by_strength(0.15, 0.5, strength))
+    smoothed = uniform_filter1d(flattened, 5 + 2 * round(4 * strength), axis=1)  # 40-100 ms
+    gain = np.exp(np.clip(smoothed - envelope, -2.0, 2.0))  # bounded: silence next to speech is not blown up
+    return _match_rms(_istft(spec * gain, hop, len(y)), y)
+
+
 def _excitation(speech: DrySpeech, rng: np.random.Generator) -> np.ndarray:
     """Classic vocoder excitation of unit power: impulses at a smooth (jitter-free) F0 where voiced, else noise."""
     phase = np.cumsum(speech.f0 / SAMPLE_RATE)
@@ -428,25 +440,30 @@ def _excitation(speech: DrySpeech, rng: np.random.Generator) -> np.ndarray:
     return np.where(speech.voiced, pulses, rng.standard_normal(len(pulses)))
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=32)
 def _mel_round_trip(n_fft: int, n_mels: int) -> np.ndarray:
     """Linear -> mel -> linear (pseudo-inverse) matrix: what a mel-spectrogram TTS keeps of a spectrum."""
     mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=n_fft, n_mels=n_mels, dtype=np.float64)
     return np.linalg.pinv(mel) @ mel
 
 
-def griffin_lim(speech: DrySpeech, strength: float, rng: np.random.Generator, n_mels: int | None,
+def _by_strength(weakest: float, strongest: float, strength: float) -> float:
+    return weakest + strength * (strongest - weakest)
+
+
+def griffin_lim(speech: DrySpeech, strength: float, rng: np.random.Generator, n_mels: tuple[int, int],
                 n_fft: int, hop: int, iterations: tuple[int, int]) -> np.ndarray:
-    """Magnitude (optionally through a mel filterbank) -> phase by fast Griffin-Lim: phase and smearing artefacts."""
+    """Magnitude through a mel filterbank -> phase by fast Griffin-Lim: smeared spectral detail, phase artefacts.
+
+    ``n_mels`` and ``iterations`` are (weakest, strongest) settings; fewer bands and iterations are stronger.
+    """
     x = speech.audio
-    magnitude = np.abs(_stft(x, n_fft, hop))
-    if n_mels:
-        magnitude = np.maximum(_mel_round_trip(n_fft, n_mels) @ magnitude, 0.0)
-    most, fewest = iterations
+    bands = 8 * round(_by_strength(*n_mels, strength) / 8)  # multiples of 8 keep the filterbank cache small
+    magnitude = np.maximum(_mel_round_trip(n_fft, bands) @ np.abs(_stft(x, n_fft, hop)), 0.0)
     momentum = 0.99
     angles = np.exp(2j * np.pi * rng.random(magnitude.shape))
     previous = 0.0
-    for _ in range(int(round(most - strength * (most - fewest)))):
+    for _ in range(round(_by_strength(*iterations, strength))):
         rebuilt = _stft(_istft(magnitude * angles, hop, len(x)), n_fft, hop)
         angles = rebuilt - momentum / (1 + momentum) * previous  # the "fast" variant's extrapolation
         angles /= np.abs(angles) + 1e-12
@@ -472,11 +489,12 @@ def _lpc(frames: np.ndarray, order: int) -> np.ndarray:
 def lpc_vocoder(speech: DrySpeech, strength: float, rng: np.random.Generator) -> np.ndarray:
     """LPC analysis, then resynthesis from pulse-train / noise excitation: buzzy, too-regular voicing."""
     x = speech.audio
-    inverse = scipy.fft.rfft(_lpc(_frames(x, 400, FRAME), int(rng.integers(12, 21))), _TRACT_FFT, axis=1)
+    order = round(_by_strength(20, 10, strength)) + int(rng.integers(-1, 2))  # low orders blur the formants
+    inverse = scipy.fft.rfft(_lpc(_frames(x, 400, FRAME), order), _TRACT_FFT, axis=1)
     residual = _filter_frames(x, inverse)
     excitation = _excitation(speech, rng) * _moving_rms(residual, 320)
     mix = 0.8 + 0.2 * strength  # weak attacks keep part of the true residual
-    return _match_rms(_filter_frames(mix * excitation + (1 - mix) * residual, 1 / inverse), x)
+    return _over_smooth(_filter_frames(mix * excitation + (1 - mix) * residual, 1 / inverse), strength)
 
 
 def harmonic_resynthesis(speech: DrySpeech, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -487,7 +505,7 @@ def harmonic_resynthesis(speech: DrySpeech, strength: float, rng: np.random.Gene
     magnitude = np.abs(spec) * 2 / np.sum(_hann(n_fft))
     f0 = _frame_track(speech.f0, hop, n_frames)
     voiced = _frame_track(speech.voiced, hop, n_frames).astype(float)
-    max_voiced_hz = 7000 - 3000 * strength
+    max_voiced_hz = _by_strength(6500, 3500, strength)
     fundamental = np.exp(1j * (2 * np.pi * np.cumsum(speech.f0 / SAMPLE_RATE) + rng.uniform(0, 2 * np.pi)))
     harmonic = np.ones_like(fundamental)
     harmonics = np.zeros(len(x))
@@ -501,7 +519,7 @@ def harmonic_resynthesis(speech: DrySpeech, strength: float, rng: np.random.Gene
     noise_gain = np.maximum(1 - voiced[None, :], freqs > max_voiced_hz)
     noise_spec = _stft(rng.standard_normal(len(x)), n_fft, hop) / np.sqrt(np.sum(_hann(n_fft) ** 2))
     noise = _istft(noise_spec * _cepstral_envelope(np.abs(spec), 40) * noise_gain, hop, len(x))
-    return _match_rms(harmonics + noise, x)
+    return _over_smooth(_match_rms(harmonics + noise, x), strength)
 
 
 def codec(speech: DrySpeech, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -520,10 +538,12 @@ def envelope_noise_vocoder(speech: DrySpeech, strength: float, rng: np.random.Ge
     x, n_fft, hop = speech.audio, 512, 128
     spec = _stft(x, n_fft, hop)
     smoothing = 3 + 2 * int(3 * strength)  # frames of 8 ms: onsets and offsets smear
-    envelope = uniform_filter1d(_cepstral_envelope(np.abs(spec), int(24 - 14 * strength)), smoothing, axis=1)
-    cutoff = 5000 - 3000 * strength
+    lifter = round(_by_strength(20, 8, strength))
+    envelope = uniform_filter1d(_cepstral_envelope(np.abs(spec), lifter), smoothing, axis=1)
+    cutoff = _by_strength(5000, 2000, strength)
     keep = np.clip((cutoff + 250 - scipy.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)) / 500, 0.0, 1.0)[:, None]
-    noise = np.exp(2j * np.pi * rng.random(spec.shape))
+    gain = 10 ** (rng.choice([-1, 1]) * _by_strength(2, 8, strength) / 20)  # the noise band's level is off
+    noise = gain * np.exp(2j * np.pi * rng.random(spec.shape))
     return _match_rms(_istft(keep * spec + (1 - keep) * envelope * noise, hop, len(x)), x)
 
 
@@ -545,7 +565,17 @@ def mfcc_vocoder(speech: DrySpeech, strength: float, rng: np.random.Generator) -
     envelope = _mel_to_linear(n_fft, 64) @ mel_envelope
     excitation = _stft(_excitation(speech, rng), n_fft, hop)
     excitation /= np.sqrt(np.mean(np.abs(excitation) ** 2, axis=0, keepdims=True)) + 1e-9
-    return _match_rms(_istft(excitation * envelope, hop, len(x)), x)
+    return _over_smooth(_match_rms(_istft(excitation * envelope, hop, len(x)), x), strength)
+
+
+def _session_colour(x: np.ndarray, spread: float, rng: np.random.Generator) -> np.ndarray:
+    """Another recording session: a spectral tilt and a broad peak or dip (RBJ peaking equaliser) of its own."""
+    tilt = rng.uniform(-spread, spread) * 0.2
+    x = scipy.signal.lfilter([1, -tilt], [1], x)
+    gain, w0 = 10 ** (rng.uniform(-spread, spread) * 2.5 / 40), 2 * np.pi * rng.uniform(800, 5000) / SAMPLE_RATE
+    alpha = np.sin(w0) / (2 * 0.8)
+    return scipy.signal.lfilter([1 + alpha * gain, -2 * np.cos(w0), 1 - alpha * gain],
+                                [1 + alpha / gain, -2 * np.cos(w0), 1 - alpha / gain], x)
 
 
 def concatenation(speech: DrySpeech, strength: float, rng: np.random.Generator, takes: int,
@@ -557,8 +587,7 @@ def concatenation(speech: DrySpeech, strength: float, rng: np.random.Generator, 
     for _ in range(takes - 1):
         plan = replace(speech.plan, formants=speech.plan.formants * (1 + rng.uniform(-spread, spread) / 25))
         take = render_speech(speech.speaker, plan, rng, f0_shift_st=rng.uniform(-spread, spread)).audio
-        tilt = rng.uniform(-spread, spread) * 0.12  # each recording session has its own colouring
-        take = scipy.signal.lfilter([1, -tilt], [1], take)
+        take = _session_colour(take, spread, rng)
         sources.append(_match_rms(take, x) * 10 ** (rng.uniform(-spread, spread) / 20))
     bounds = [0]
     while bounds[-1] < len(x):
@@ -580,11 +609,13 @@ def concatenation(speech: DrySpeech, strength: float, rng: np.random.Generator, 
 
 
 def resample_aliasing(speech: DrySpeech, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """Made at 8 kHz with a leaky anti-alias filter, then linearly interpolated to 16 kHz: folded, imaged bands."""
+    """Made at 8 kHz behind a leaky anti-alias filter, then upsampled to 16 kHz: no high band, and what lay
+    between 4 kHz and the filter's cut-off folded back into the low band."""
     x = speech.audio
-    cutoff = float(round(3900 + 3500 * strength, -2))  # content between 4 kHz and the cut-off folds back
+    cutoff = float(round(_by_strength(3900, 7400, strength), -2))
     low = scipy.signal.sosfilt(_butter(6, cutoff, "lowpass"), x)[int(rng.integers(2))::2]
-    return np.interp(np.arange(len(x)), np.arange(len(low)) * 2, low)
+    y = scipy.signal.resample_poly(low, 2, 1)
+    return np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
 
 
 def pitch_shift_vc(speech: DrySpeech, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -599,7 +630,7 @@ def pitch_shift_vc(speech: DrySpeech, strength: float, rng: np.random.Generator)
 def upsampler_artefacts(speech: DrySpeech, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Neural-vocoder output (noisy high band) with transposed-convolution fingerprints: frame-rate
     modulation and faint tonal lines."""
-    x = envelope_noise_vocoder(speech, 0.5 * strength, rng)
+    x = envelope_noise_vocoder(speech, strength, rng)
     n = np.arange(len(x))
     hop = int(rng.choice([160, 200, 256]))
     modulation = 1 + (0.03 + 0.15 * strength) * np.cos(2 * np.pi * n / hop + rng.uniform(0, 2 * np.pi))
@@ -621,8 +652,7 @@ def frequency_warp_vc(speech: DrySpeech, strength: float, rng: np.random.Generat
     lower = np.minimum(position.astype(int), spec.shape[0] - 2)
     frac = np.minimum(position - lower, 1.0)[:, None]
     warped = (1 - frac) * envelope[lower] + frac * envelope[lower + 1]
-    warped = uniform_filter1d(warped, 3 + 2 * int(3 * strength), axis=1)
-    return _match_rms(_istft(spec / (envelope + 1e-9) * warped, hop, len(x)), x)
+    return _over_smooth(_match_rms(_istft(spec / (envelope + 1e-9) * warped, hop, len(x)), x), strength)
 
 
 @dataclass(frozen=True)
@@ -637,32 +667,33 @@ class Attack:
 
 
 ATTACKS: dict[str, Attack] = {a.attack_id: a for a in (
-    Attack("A01", "80-band mel spectrogram -> Griffin-Lim (27-6 iterations)", "phase incoherence, smeared harmonics",
-           True, partial(griffin_lim, n_mels=80, n_fft=1024, hop=256, iterations=(32, 6))),
-    Attack("A02", "LPC (order 12-20) -> pulse-train / noise excitation (84-100 %)", "buzzy, jitter-free voicing",
+    Attack("A01", "52-24-band mel spectrogram -> Griffin-Lim (19-6 iterations)", "phase incoherence, smeared harmonics",
+           True, partial(griffin_lim, n_mels=(80, 24), n_fft=1024, hop=256, iterations=(32, 6))),
+    Attack("A02", "LPC (order 16-9) -> pulse-train / noise excitation (90-100 %), over-smoothed envelope",
+           "buzzy, jitter-free voicing, flattened formants",
            True, lpc_vocoder),
-    Attack("A03", "sinusoids at multiples of a smooth F0 up to 6.4-4 kHz + envelope-shaped noise",
-           "no aperiodicity, hard V/UV",
+    Attack("A03", "sinusoids at multiples of a smooth F0 up to 5-3.5 kHz + envelope-shaped noise, over-smoothed",
+           "no aperiodicity, hard V/UV, flattened formants",
            True, harmonic_resynthesis),
-    Attack("A04", "low-pass 6.9-4.2 kHz + mu-law 10-8 bit", "missing high band, quantisation noise",
+    Attack("A04", "low-pass 5.9-4.2 kHz + mu-law 10-8 bit", "missing high band, quantisation noise",
            True, codec),
-    Attack("A05", "low band kept, random-phase noise above 4.4-2 kHz with a time-smoothed envelope",
+    Attack("A05", "low band kept, random-phase noise above 3.5-2 kHz with a time-smoothed envelope, 5-8 dB off in level",
            "noisy, over-smooth high band", True, envelope_noise_vocoder),
-    Attack("A06", "two takes joined every 50-180 ms with 3-0 ms cross-fades",
+    Attack("A06", "two takes joined every 50-180 ms with 2-0 ms cross-fades",
            "F0 / formant / colour / level jumps at joins",
            True, partial(concatenation, takes=2, unit_ms=(50, 180), crossfade_ms=4.0, misalign_ms=0.0)),
-    Attack("A07", "8 kHz with a leaky anti-alias filter -> linear interpolation", "aliasing, spectral images",
+    Attack("A07", "8 kHz behind a leaky anti-alias filter (5.7-7.4 kHz) -> polyphase upsampling", "empty high band, aliasing folded into the low band",
            False, resample_aliasing),
-    Attack("A08", "phase-vocoder pitch shift (1.1-3.5 semitones)", "phasiness, shifted formants",
+    Attack("A08", "phase-vocoder pitch shift (2-3.5 semitones)", "phasiness, shifted formants",
            False, pitch_shift_vc),
-    Attack("A09", "128-band mel, other framing -> Griffin-Lim (13-2 iterations) (kin of A01)",
-           "phase incoherence", False, partial(griffin_lim, n_mels=128, n_fft=640, hop=160, iterations=(16, 2))),
-    Attack("A10", "27-14 MFCC envelope x pulse / noise excitation (STFT domain)", "smeared formants, buzz",
+    Attack("A09", "88-48-band mel, other framing -> Griffin-Lim (9-2 iterations) (kin of A01)",
+           "phase incoherence", False, partial(griffin_lim, n_mels=(128, 48), n_fft=640, hop=160, iterations=(16, 2))),
+    Attack("A10", "22-14 MFCC envelope x pulse / noise excitation (STFT domain), over-smoothed", "smeared formants, buzz",
            False, mfcc_vocoder),
     Attack("A11", "A05-like noisy high band + frame-rate modulation + tones at multiples of fs/8 or fs/16",
            "upsampling fingerprints",
            False, upsampler_artefacts),
-    Attack("A12", "spectral envelope warped by 6-14 % and smoothed over 3-9 frames, original harmonics and phase",
+    Attack("A12", "spectral envelope warped by 9-14 %, then over-smoothed; original harmonics and phase",
            "shifted, over-smoothed formants",
            False, frequency_warp_vc),
     Attack("A13", "three takes joined every 30-120 ms, no cross-fade, misaligned by up to 4 ms (kin of A06)",
