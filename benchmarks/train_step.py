@@ -4,7 +4,9 @@ Each model is built with its registry defaults and trained on a batch of ``--bat
 with the trainer's default optimizer. A step is split as in ``plastispoof.train``: the forward pass with the
 loss (plus any method regulariser) is one timing, ``loss.backward()`` the other; the optimiser step runs but
 is not timed. Medians over ``--steps`` steps after ``--warmup`` are printed with the parameter counts
-(wav2vec2 keeps its CNN feature encoder frozen by default, so fewer of its parameters train).
+(wav2vec2 keeps its CNN feature encoder frozen by default, so fewer of its parameters train) and the
+multiply-accumulates of one utterance's forward pass (``torch.utils.flop_counter``: convolutions and matrix
+products; element-wise work is not counted).
 
     python benchmarks/train_step.py                       # resnet18, grnn, wav2vec2-small, aasist-l; 2 threads
     python benchmarks/train_step.py --with-base           # also wav2vec2 base (slow on a CPU)
@@ -23,6 +25,7 @@ from torch import nn
 
 from features import cpu_name
 from plastispoof.config import TrainConfig
+from plastispoof.cost import count_flops
 from plastispoof.models.base import build_model, count_parameters
 from plastispoof.train import auxiliary_loss, build_optimizer, classification_loss
 
@@ -46,8 +49,8 @@ def step_ms(model: nn.Module, optimizer: torch.optim.Optimizer, waveform: torch.
     return 1000 * (forward_done - started), 1000 * (backward_done - forward_done)
 
 
-def measure(name: str, args: argparse.Namespace) -> tuple[int, int, float, float]:
-    """Parameters, trainable parameters and the median forward and backward ms of ``name``."""
+def measure(name: str, args: argparse.Namespace) -> tuple[int, int, int, float, float]:
+    """Parameters, trainable parameters, forward MACs per utterance and the median forward and backward ms."""
     torch.manual_seed(args.seed)
     model = build_model(name).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -55,9 +58,12 @@ def measure(name: str, args: argparse.Namespace) -> tuple[int, int, float, float
     generator = torch.Generator().manual_seed(args.seed)
     waveform = 0.1 * torch.randn(args.batch, int(args.seconds * 16000), generator=generator)
     target = torch.randint(0, 2, (args.batch,), generator=generator)
+    with torch.no_grad():  # eval mode: batch-norm statistics of a single utterance are not needed
+        macs = count_flops(model.eval(), waveform[:1]) // 2
+    model.train()
     timings = [step_ms(model, optimizer, waveform, target) for _ in range(args.warmup + args.steps)][args.warmup:]
     forward, backward = zip(*timings)
-    return (count_parameters(model), count_parameters(model, trainable_only=True),
+    return (count_parameters(model), count_parameters(model, trainable_only=True), macs,
             statistics.median(forward), statistics.median(backward))
 
 
@@ -77,11 +83,12 @@ def main() -> None:
 
     print(f"# {date.today()}  torch {torch.__version__}  {cpu_name()}, {args.threads} threads  batch {args.batch} "
           f"x {args.seconds:g} s, median of {args.steps} after {args.warmup} warm-up")
-    print("| model | params | trainable | forward ms | backward ms |")
-    print("|---|---:|---:|---:|---:|")
+    print("| model | params | trainable | GMACs / utterance | forward ms | backward ms |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name in names:
-        params, trainable, forward, backward = measure(name, args)
-        print(f"| {name} | {params:,} | {trainable:,} | {forward:.0f} | {backward:.0f} |", flush=True)
+        params, trainable, macs, forward, backward = measure(name, args)
+        print(f"| {name} | {params:,} | {trainable:,} | {macs / 1e9:.2f} | {forward:.0f} | {backward:.0f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

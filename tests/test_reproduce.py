@@ -37,9 +37,25 @@ def test_shipped_recipe_resolves_every_cell(tmp_path):
 
 
 def test_markdown_marks_not_applicable_cells():
-    row = Table1Row("synthetic", "grnn", "plasticity", 2, 10.0, 1.5, None, None, 0.06, None, [])
+    row = Table1Row("synthetic", "grnn", "plasticity", 2, 10.0, 1.5, None, None, 0.06, 0.0, None, None, [])
     line = format_markdown([row]).splitlines()[-1]
     assert "10.00 ± 1.50" in line and line.count("/") == 2
+
+
+def _seed_run(seed: int, eer: float, params: int, trainable: int, backward_ms: float) -> dict:
+    stage = {"name": "dropin", "params": params, "trainable_params": trainable, "backward_ms": backward_ms}
+    return {"report": {"eer": eer}, "meta": {"seed": seed, "transforms": [{"kind": "dropin", "sites": [[str(seed), 1]]}],
+                                             "stages": [stage]}}
+
+
+def test_sizes_are_averaged_over_seeds_whose_growth_sites_differ():
+    # dropin on random sites: seed 1 grows a bigger layer than seed 2, so params and trainable params differ
+    row = aggregate_rows("synthetic", "resnet18", "dropin-frozen",
+                         [_seed_run(1, 0.30, 14_000_000, 4_000_000, 30.0), _seed_run(2, 0.20, 12_000_000, 2_000_000, 10.0)])
+    assert row.eer == pytest.approx(25.0) and row.params_m == pytest.approx(13.0) and row.trainable_m == pytest.approx(3.0)
+    assert row.params_m_std == pytest.approx(2 ** 0.5) and row.backward_ms == pytest.approx(20.0)
+    assert [run["seed"] for run in row.runs] == [1, 2] and row.runs[1]["transforms"][0]["sites"] == [["2", 1]]
+    assert "13.00 ± 1.41" in format_markdown([row])
 
 
 @pytest.mark.slow

@@ -29,8 +29,10 @@ class Table1Row:
     backward_ms: float | None
     backward_ms_std: float | None
     params_m: float | None
+    params_m_std: float | None
     trainable_m: float | None
-    stages: list[dict[str, Any]]
+    trainable_m_std: float | None
+    runs: list[dict[str, Any]]  # per seed: its seed, growth transforms (sites differ by seed) and stage summaries
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -44,18 +46,21 @@ def aggregate_rows(dataset: str, model: str, strategy: str, per_seed: list[dict[
     from plastispoof.registry import STRATEGIES
 
     if not per_seed:
-        return Table1Row(dataset, model, strategy, 0, None, None, None, None, None, None, [])
+        return Table1Row(dataset, model, strategy, 0, *[None] * 8, [])
     reported = STRATEGIES.get_or_fail(strategy).reported_stage
     summaries = [run["meta"]["stages"] for run in per_seed]
     eer, eer_std = _mean_std([100.0 * run["report"]["eer"] for run in per_seed])
-    final = summaries[0][-1]
+    # Randomly chosen growth sites differ between seeds, so sizes are averaged like the EER.
+    params, params_std = _mean_std([stages[-1]["params"] / 1e6 for stages in summaries])
     if reported is None:  # varies across stages: per-stage figures go to the JSON only
-        backward, backward_std, trainable = None, None, None
+        backward, backward_std, trainable, trainable_std = None, None, None, None
     else:
-        backward, backward_std = _mean_std([s[reported]["backward_ms"] for s in summaries])
-        trainable = summaries[0][reported]["trainable_params"] / 1e6
+        backward, backward_std = _mean_std([stages[reported]["backward_ms"] for stages in summaries])
+        trainable, trainable_std = _mean_std([stages[reported]["trainable_params"] / 1e6 for stages in summaries])
+    runs = [{"seed": run["meta"].get("seed"), "transforms": run["meta"].get("transforms", []),
+             "stages": run["meta"]["stages"]} for run in per_seed]
     return Table1Row(dataset, model, strategy, len(per_seed), eer, eer_std, backward, backward_std,
-                     final["params"] / 1e6, trainable, summaries[0])
+                     params, params_std, trainable, trainable_std, runs)
 
 
 def _cell(value: float | None, std: float | None = None, digits: int = 2) -> str:
@@ -70,13 +75,13 @@ COLUMNS = ["Dataset", "Model", "Training strategy", "Test EER (%)", "Backward ti
 
 def table_cells(row: Table1Row) -> list[str]:
     return [row.dataset, row.model, row.strategy, _cell(row.eer, row.eer_std), _cell(row.backward_ms, row.backward_ms_std),
-            _cell(row.params_m), _cell(row.trainable_m)]
+            _cell(row.params_m, row.params_m_std), _cell(row.trainable_m, row.trainable_m_std)]
 
 
 def format_markdown(rows: list[Table1Row]) -> str:
     """Table I as a Markdown table.
 
-    >>> row = Table1Row("synthetic", "grnn", "baseline", 1, 12.5, 0.0, 3.2, 0.0, 0.06, 0.06, [])
+    >>> row = Table1Row("synthetic", "grnn", "baseline", 1, 12.5, 0.0, 3.2, 0.0, 0.06, 0.0, 0.06, 0.0, [])
     >>> print(format_markdown([row]).splitlines()[2])
     | synthetic | grnn | baseline | 12.50 | 3.20 | 0.06 | 0.06 |
     """
