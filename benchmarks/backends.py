@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from plastispoof.cost import REFERENCE_BACKEND, backend_cost
 from plastispoof.models.nes2net import BACKENDS, build_backend
+from plastispoof.runtime import keep_freed_memory
 
 
 def step_ms(backend: torch.nn.Module, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    keep_freed_memory()  # as the plastispoof command does
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -26,6 +26,7 @@ from torch import nn
 
 from plastispoof.capacity.dropin import Dropin, GrowthOptions
 from plastispoof.models.base import build_model, count_parameters
+from plastispoof.runtime import keep_freed_memory
 
 # Seconds of audio per example: 4 s as in Table I; wav2vec2's CNN feature encoder makes 4 s too slow on a
 # CPU (its forward, untimed, dominates the run), so it gets 1 s there unless --seconds says otherwise.
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    keep_freed_memory()  # as the plastispoof command does
     device = torch.device(args.device)
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads")

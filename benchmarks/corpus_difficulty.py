@@ -24,6 +24,7 @@ from torch import nn
 
 from plastispoof.data.synthetic import ATTACKS, SAMPLE_RATE, SUBSETS, audio_dir, protocol_path, write_corpus
 from plastispoof.features import LogMel
+from plastispoof.runtime import keep_freed_memory
 
 CROP = 2 * SAMPLE_RATE
 
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--n-fft", type=int, default=1024)
     parser.add_argument("--hop", type=int, default=512)
     args = parser.parse_args()
+    keep_freed_memory()  # as the plastispoof command does
     torch.manual_seed(0)
     start = time.perf_counter()
     root = write_corpus(args.root, profile=args.profile, seed=args.seed)

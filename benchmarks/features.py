@@ -3,11 +3,13 @@
 Both sides compute the same features (the script checks the largest difference) from the same batch, one
 after the other in this run; it prints the median time per batch over ``--repeats`` runs and the ratio.
 
-    python benchmarks/features.py                 # batch 8 x 64600 samples (4 s at 16 kHz), torch on one core
-    python benchmarks/features.py --threads 2     # torch on two cores (librosa's loop stays on one)
+    python benchmarks/features.py                 # batch 8 x 64600 samples (4 s at 16 kHz), one core each
+    python benchmarks/features.py --threads 2     # two cores each
 
-Torch gets one thread by default so the ratio compares the two computations on equal hardware, and so it does
-not depend on how busy the other cores are.
+Both sides get the same number of threads: torch's intra-op threads, and the BLAS and OpenMP pools that numpy
+and scipy use under librosa (through threadpoolctl; numpy's OpenBLAS would otherwise take every core for the
+filterbank product). One thread is the default, so the ratio compares the two computations on equal hardware
+and does not depend on how busy the other cores are.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import librosa
 import numpy as np
 import scipy.fft
 import torch
+from threadpoolctl import threadpool_limits
 
 from plastispoof.features import LFCC, LogMel, linear_filterbank
+from plastispoof.runtime import keep_freed_memory
 
 SR, N_FFT, HOP = 16000, 1024, 512
 
@@ -73,9 +77,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--samples", type=int, default=64600)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=1, help="threads for each side")
     args = parser.parse_args()
+    keep_freed_memory()  # as the plastispoof command does
     torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
 
     audio = (0.1 * np.random.default_rng(0).standard_normal((args.batch, args.samples))).astype(np.float32)
     waveform = torch.from_numpy(audio)
@@ -84,7 +90,7 @@ def main() -> None:
         "LFCC (20 + Δ + ΔΔ)": (LFCC(delta_order=2), librosa_lfcc),
     }
     print(f"batch {args.batch} x {args.samples} samples, {args.repeats} repeats, torch {torch.__version__} "
-          f"({args.threads} threads), librosa {librosa.__version__}, {cpu_name()}")
+          f"and librosa {librosa.__version__}, {args.threads} thread(s) each, {cpu_name()}")
     print(f"{'front-end':<20} {'torch ms':>9} {'librosa ms':>11} {'speed-up':>9} {'max |diff|':>11}")
     for name, (frontend, reference) in cases.items():
         with torch.inference_mode():

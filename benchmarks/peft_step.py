@@ -24,6 +24,7 @@ from torch import nn
 from plastispoof.capacity.lora import LoraTransform
 from plastispoof.capacity.molex import MoLExTransform
 from plastispoof.models.base import build_model, count_parameters
+from plastispoof.runtime import keep_freed_memory
 
 
 def synchronize(device: torch.device) -> None:
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     args = parser.parse_args()
+    keep_freed_memory()  # as the plastispoof command does
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 

@@ -22,6 +22,7 @@ from plastispoof.audio import ASVSPOOF_NUM_SAMPLES, fix_length
 from plastispoof.evaluate import model_scores
 from plastispoof.inference import Detector
 from plastispoof.models.base import build_model
+from plastispoof.runtime import keep_freed_memory
 
 SAMPLE_RATE = 16000
 
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args()
+    keep_freed_memory()  # as the plastispoof command does
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)

@@ -28,6 +28,7 @@ from plastispoof.config import TrainConfig
 from plastispoof.cost import count_flops
 from plastispoof.models.base import build_model, count_parameters
 from plastispoof.train import auxiliary_loss, build_optimizer, classification_loss
+from plastispoof.runtime import keep_freed_memory
 
 MODELS = ["resnet18", "grnn", "wav2vec2-small", "aasist-l"]
 BASE = "wav2vec2"  # the base size: 94 M parameters, several seconds a step on a CPU
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args()
+    keep_freed_memory()  # as the plastispoof command does
     torch.set_num_threads(args.threads)
     names = args.models + ([BASE] if args.with_base and BASE not in args.models else [])
 

@@ -163,6 +163,9 @@ def gradcam(run: Path, audio: Path, out: Optional[Path] = typer.Option(None, hel
 
 
 def main() -> None:
+    from plastispoof.runtime import keep_freed_memory
+
+    keep_freed_memory()
     try:
         app()
     except InputError as err:

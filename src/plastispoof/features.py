@@ -34,7 +34,12 @@ _STD_FLOOR = 1e-5
 
 
 class _PowerSpectrogram(nn.Module):
-    """|STFT|^2 with a periodic Hann window, centred frames and reflect padding (librosa's framing)."""
+    """|STFT|^2 with a periodic Hann window, centred frames and reflect padding (librosa's framing), as
+    ``(B, frames, n_fft // 2 + 1)``: frequency last, so filterbanks apply as one ``power @ basis.T`` matmul.
+
+    Framing by ``unfold`` and a batched ``rfft`` over the last axis is about twice as fast on a CPU as
+    ``torch.stft`` (which windows strided frames and returns frequency-major output) for the same numbers.
+    """
 
     def __init__(self, n_fft: int, hop_length: int):
         super().__init__()
@@ -43,19 +48,14 @@ class _PowerSpectrogram(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        if waveform.shape[-1] <= self.n_fft // 2:  # reflect padding needs more samples than it pads
+        half = self.n_fft // 2
+        if waveform.shape[-1] <= half:  # reflect padding needs more samples than it pads
             raise InputError(f"audio too short: {waveform.shape[-1]} samples, a {self.n_fft}-point STFT needs "
-                             f"more than {self.n_fft // 2}")
-        spectrum = torch.stft(
-            waveform,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            window=self.window,
-            center=True,
-            pad_mode="reflect",
-            return_complex=True,
-        )
-        return spectrum.real.square() + spectrum.imag.square()  # (B, n_fft // 2 + 1, frames)
+                             f"more than {half}")
+        padded = torch.cat([waveform[..., 1:half + 1].flip(-1), waveform, waveform[..., -half - 1:-1].flip(-1)],
+                           dim=-1)
+        spectrum = torch.fft.rfft(padded.unfold(-1, self.n_fft, self.hop_length) * self.window)
+        return spectrum.real.square() + spectrum.imag.square()
 
 
 def linear_filterbank(sample_rate: int, n_fft: int, n_filters: int, f_min: float = 0.0,
@@ -136,7 +136,7 @@ class LogMel(nn.Module):
         super().__init__()
         self.spectrogram = _PowerSpectrogram(n_fft, hop_length)
         mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
-        self.register_buffer("mel_basis", torch.from_numpy(mel).float(), persistent=False)
+        self.register_buffer("mel_basis", torch.from_numpy(mel).float(), persistent=False)  # (n_mels, bins)
         self.n_mels = n_mels
         self.normalize = normalize
         self.eps = eps
@@ -146,7 +146,8 @@ class LogMel(nn.Module):
         # float32 even under AMP: half-precision power spectra underflow in the log
         with torch.autocast(waveform.device.type, enabled=False):
             power = self.spectrogram(waveform.float())
-            decibels = 10.0 * torch.log10(torch.clamp(self.mel_basis @ power, min=self.eps))
+            mel_power = (power @ self.mel_basis.T).transpose(-1, -2)  # (B, n_mels, frames)
+            decibels = 10.0 * torch.log10(torch.clamp(mel_power, min=self.eps))
             if self.top_db is not None:
                 peak = decibels.amax(dim=(1, 2), keepdim=True)
                 decibels = torch.maximum(decibels, peak - self.top_db)
@@ -186,7 +187,8 @@ class LFCC(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         with torch.autocast(waveform.device.type, enabled=False):
             power = self.spectrogram(waveform.float())
-            cepstra = self.dct @ torch.log(torch.clamp(self.filterbank @ power, min=self.eps))
+            filtered = (power @ self.filterbank.T).transpose(-1, -2)  # (B, n_filters, frames)
+            cepstra = self.dct @ torch.log(torch.clamp(filtered, min=self.eps))
             if self.cmvn:
                 cepstra = _normalise(cepstra, dims=(2,))
             return self.deltas(cepstra)
