@@ -1,7 +1,8 @@
 """Front-end speed: plastispoof's batched torch LogMel / LFCC vs a librosa loop over utterances, on CPU.
 
-Both sides compute the same features (the script checks the largest difference) from the same batch, one
-after the other in this run; it prints the median time per batch over ``--repeats`` runs and the ratio.
+Both sides compute the same features (the script checks the largest difference) from the same batch, timed in
+turn (torch, librosa, torch, ...) in this run; it prints the median time per batch over ``--repeats`` rounds and
+the ratio.
 
     python benchmarks/features.py                 # batch 8 x 64600 samples (4 s at 16 kHz), one core each
     python benchmarks/features.py --threads 2     # two cores each
@@ -63,20 +64,28 @@ def cpu_name() -> str:
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up: first-call allocations, FFT plans
-    times = []
+    return round_robin_medians([run], repeats)[0]
+
+
+def round_robin_medians(runs: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each callable, timed in turn (a, b, a, b, ...) so that slow spells of a shared or
+    virtual machine fall on every side alike."""
+    for run in runs:
+        run()  # warm-up: first-call allocations, FFT plans
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for run, series in zip(runs, times):
+            start = time.perf_counter()
+            run()
+            series.append(time.perf_counter() - start)
+    return [statistics.median(series) for series in times]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--samples", type=int, default=64600)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1, help="threads for each side")
     args = parser.parse_args()
     keep_freed_memory()  # as the plastispoof command does
@@ -94,9 +103,8 @@ def main() -> None:
     print(f"{'front-end':<20} {'torch ms':>9} {'librosa ms':>11} {'speed-up':>9} {'max |diff|':>11}")
     for name, (frontend, reference) in cases.items():
         with torch.inference_mode():
-            ours = median_seconds(lambda: frontend(waveform), args.repeats)
             difference = float(np.abs(frontend(waveform).numpy() - reference(audio)).max())
-        theirs = median_seconds(lambda: reference(audio), args.repeats)
+            ours, theirs = round_robin_medians([lambda: frontend(waveform), lambda: reference(audio)], args.repeats)
         print(f"{name:<20} {ours * 1e3:9.1f} {theirs * 1e3:11.1f} {theirs / ours:8.1f}x {difference:11.2e}")
 
 
