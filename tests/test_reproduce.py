@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from plastispoof.errors import InputError
 from plastispoof.reports import Table1Row, aggregate_rows, format_markdown
 from plastispoof.reproduce import RECIPE, load_recipe, run_config, table1
 
@@ -83,6 +84,9 @@ def test_table1_on_tiny_corpus(tmp_path, tiny_corpus):
     table1("synthetic", tiny_corpus, models=["resnet18", "grnn"], strategies=["baseline", "dropin-frozen", "plasticity"],
            seeds=[42], out=out, recipe_path=recipe_path)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == stamp  # finished runs skipped
+    with pytest.raises(InputError, match=r"train\.epochs: 1 -> 2"):  # a finished run of another recipe
+        table1("synthetic", tiny_corpus, models=["resnet18"], strategies=["baseline"], seeds=[42], out=out,
+               epochs=2, recipe_path=recipe_path)
 
 
 @pytest.mark.slow

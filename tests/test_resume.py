@@ -86,6 +86,9 @@ def test_resuming_a_finished_run_does_nothing_and_says_so(uninterrupted, corpus,
     assert train(cfg, resume=True) == uninterrupted
     assert "already finished" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in uninterrupted.rglob("*") if p.is_file()} == before
+    longer = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": cfg.train.epochs + 1})})
+    with pytest.raises(InputError, match=r"train\.epochs: \d+ -> \d+"):  # finished, but not this experiment
+        train(longer, resume=True)
 
 
 def test_resuming_with_another_config_fails(tmp_path, corpus, monkeypatch):

@@ -78,9 +78,10 @@ def _applies(model_cfg: ExperimentConfig) -> bool:
 def run_cell(cfg: ExperimentConfig, eval_subset: str) -> dict[str, Any]:
     """Train (or resume, or skip when finished) and evaluate one run; return its row's raw numbers."""
     from plastispoof.evaluate import evaluate_run
-    from plastispoof.train import train
+    from plastispoof.train import check_same_experiment, train
 
     run_dir = cfg.run_dir
+    check_same_experiment(run_dir, cfg)  # a finished run of, say, fewer epochs must not stand in for this one
     report_path = run_dir / "scores" / f"{cfg.data.dataset}-{eval_subset}.json"
     if report_path.exists():
         report = json.loads(report_path.read_text())

@@ -279,6 +279,15 @@ def _config_difference(stored: ExperimentConfig, given: ExperimentConfig) -> str
     return None
 
 
+def check_same_experiment(run_dir: Path, cfg: ExperimentConfig) -> None:
+    """Refuse to resume or reuse ``run_dir`` when it holds a run of another config (say, fewer epochs)."""
+    if (run_dir / runs.CONFIG).is_file():
+        difference = _config_difference(runs.read_run_config(run_dir), cfg)
+        if difference:
+            raise InputError(f"{run_dir} holds a run of another config ({difference}); use the same config, or "
+                             f"another run name or output folder")
+
+
 # ------------------------------------------------------------------------------------------- the trainer
 
 
@@ -319,14 +328,11 @@ class Trainer:
         if occupied and not resume:
             raise InputError(f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
                              f"it, or choose another name (name: in the config, or --set name=...)")
+        if resume:
+            check_same_experiment(run_dir, self.cfg)
         if resume and meta.get("finished"):
             self.console.print(f"run {run_dir} already finished; nothing to resume")
             return False
-        if resume and (run_dir / runs.CONFIG).is_file():
-            difference = _config_difference(runs.read_run_config(run_dir), self.cfg)
-            if difference:
-                raise InputError(f"cannot resume {run_dir} with another config ({difference}); resume with the "
-                                 f"same config, or start a new run under another name")
         self.dist.barrier()  # every rank has looked before rank 0 writes
         return True
 
