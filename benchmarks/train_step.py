@@ -27,8 +27,8 @@ from features import cpu_name
 from plastispoof.config import TrainConfig
 from plastispoof.cost import count_flops
 from plastispoof.models.base import build_model, count_parameters
-from plastispoof.train import auxiliary_loss, build_optimizer, classification_loss
 from plastispoof.runtime import keep_freed_memory
+from plastispoof.train import auxiliary_loss, build_optimizer, classification_loss
 
 MODELS = ["resnet18", "grnn", "wav2vec2-small", "aasist-l"]
 BASE = "wav2vec2"  # the base size: 94 M parameters, several seconds a step on a CPU
