@@ -50,6 +50,20 @@ def train(config: Path, set_: List[str] = typer.Option([], "--set", help="overri
     typer.echo(f"run directory: {run_dir}")
 
 
+@app.command("import")
+def import_weights(model: str = typer.Argument(..., help="aasist | aasist-l (official .pth), or a model with an SSL "
+                                                          "encoder (ssl-nes2net, ssl-aasist, wav2vec2, ...)"),
+                   weights: Path = typer.Option(..., help="official .pth state_dict, or a Hugging Face folder"),
+                   out: Optional[Path] = typer.Option(None, help="run directory (default runs/<model>-imported)"),
+                   num_samples: Optional[int] = typer.Option(None, help="input length stored in the run"),
+                   set_: List[str] = typer.Option([], "--set", help="model arguments, e.g. "
+                                                                     "model.args.frontend.aggregation=weighted")) -> None:
+    """Turn published weights into a run directory that every strategy can start from (baseline_run)."""
+    from plastispoof.pretrained import describe_import, import_checkpoint
+
+    typer.echo(describe_import(import_checkpoint(model, weights, out, set_, num_samples)))
+
+
 @app.command()
 def evaluate(run: Path, dataset: str = typer.Option(..., help="protocol reader name"),
              root: Path = typer.Option(..., help="corpus root"), subset: str = typer.Option("eval")) -> None:

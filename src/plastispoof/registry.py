@@ -1,7 +1,8 @@
 """Name -> factory tables for models, strategies and datasets.
 
 A module registers itself with a decorator; ``load_builtins`` imports every built-in module once so the
-tables are full. Adding a model or a method is one file plus its decorator line.
+tables are full (a missing built-in module is an error). Adding a model or a method is one file plus its
+decorator line.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ _BUILTIN_MODULES = (
     "plastispoof.models.aasist",
     "plastispoof.models.nes2net",
     "plastispoof.capacity.baseline",
+    "plastispoof.capacity.finetune",
     "plastispoof.capacity.dropin",
     "plastispoof.capacity.plasticity",
     "plastispoof.capacity.lora",
@@ -57,17 +59,23 @@ _BUILTIN_MODULES = (
     "plastispoof.data.protocols",
 )
 _loaded = False
+_loading = False  # a built-in module may look a name up while it is being imported
 
 
 def load_builtins() -> None:
-    """Import every built-in module that registers something (modules not written yet are skipped)."""
-    global _loaded
-    if _loaded:
+    """Import every built-in module that registers something.
+
+    A built-in module that is missing is an error (``ModuleNotFoundError``), not a skip: a deleted method or
+    model file must fail loudly instead of quietly emptying its table. The tables count as loaded only once
+    every import succeeded, so a call after a failure fails again.
+    """
+    global _loaded, _loading
+    if _loaded or _loading:
         return
-    _loaded = True
-    for name in _BUILTIN_MODULES:
-        try:
+    _loading = True
+    try:
+        for name in _BUILTIN_MODULES:
             importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:  # a real missing dependency inside an existing module
-                raise
+    finally:
+        _loading = False
+    _loaded = True

@@ -67,6 +67,14 @@ class SpoofModel(nn.Module):
             raise InputError(f"model {self.registry_name!r} has no growth site {name!r}; sites: {', '.join(sites)}")
         return sites[name]
 
+    def rebuild_args(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this architecture from nothing but themselves (``meta.json``).
+
+        The arguments given, unless they point at files: a model built from a pretrained folder returns the
+        folder's architecture inline instead, so a run directory never depends on where its source lay.
+        """
+        return dict(self.config)
+
     def score(self, waveform: torch.Tensor) -> torch.Tensor:
         """Bona fide score per utterance (higher = more bona fide): the bona fide logit minus the spoof logit."""
         logits = self(waveform)

@@ -360,6 +360,15 @@ class SSLDetector(SpoofModel):
             raise InputError(f"SSL front-end options: {err}") from None
         self.backend = build_backend(self.backend_name, input_dim=self.frontend.output_dim, **self.config["backend"])
 
+    def rebuild_args(self) -> dict[str, Any]:
+        from plastispoof.models.ssl import encoder_architecture
+
+        frontend = dict(self.config["frontend"])
+        if frontend.get("pretrained") is not None:  # the folder's architecture inline, its weights in the run
+            frontend["overrides"] = {**encoder_architecture(self.frontend.ssl), **frontend.get("overrides", {})}
+            frontend["pretrained"] = None
+        return {**self.config, "frontend": frontend}
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         features = self.frontend.aggregate(inputs) if inputs.dim() == 4 else self.frontend(inputs)
         return self.backend(features)

@@ -97,6 +97,18 @@ def load_encoder(kind: str, size: str, pretrained: str | None, overrides: dict[s
         raise InputError(f"cannot load {kind} weights from {pretrained!r}: {reason}") from None
 
 
+# Config fields that describe where a checkpoint came from, not the network: left out of a stored architecture.
+_PROVENANCE_FIELDS = ("_name_or_path", "architectures", "transformers_version", "model_type", "torch_dtype", "dtype",
+                      "_attn_implementation_autoset", "_commit_hash")
+
+
+def encoder_architecture(encoder: PreTrainedModel) -> dict[str, Any]:
+    """The encoder's config as plain JSON, without provenance fields: passed as ``overrides`` with no
+    ``pretrained`` path, it builds the same architecture (weights then come from a run's checkpoint)."""
+    config = encoder.config.to_dict()
+    return {key: value for key, value in config.items() if key not in _PROVENANCE_FIELDS}
+
+
 class LayerMix(nn.Module):
     """Base of the learnt layer aggregations: ``weights(states) (B, L)`` applied to ``states (B, L, T, D)``."""
 

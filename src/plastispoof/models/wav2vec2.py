@@ -56,17 +56,21 @@ class Wav2Vec2(SpoofModel):
     freeze_feature_encoder: keep the convolutional feature encoder fixed, so backward stops at the encoder.
     layerdrop: probability of skipping an encoder layer per training step.
     num_layers: keep only this many encoder layers (tiny test models, or a truncated pretrained model).
+    architecture: a whole ``Wav2Vec2Config`` as a dict (what a run stores for a model imported from a folder:
+        the folder's architecture, random weights until the run's checkpoint is loaded).
     """
 
     def __init__(self, size: Literal["base", "small"] = "base", pretrained: str | None = None,
-                 freeze_feature_encoder: bool = True, layerdrop: float = 0.0, num_layers: int | None = None):
+                 freeze_feature_encoder: bool = True, layerdrop: float = 0.0, num_layers: int | None = None,
+                 architecture: dict[str, Any] | None = None):
         if size not in SIZES:
             raise InputError(f"wav2vec2 size must be one of {', '.join(SIZES)}, got {size!r}")
         if num_layers is not None and num_layers < 1:
             raise InputError(f"wav2vec2 num_layers must be >= 1, got {num_layers}")
         super().__init__(size=size, pretrained=pretrained, freeze_feature_encoder=freeze_feature_encoder,
-                         layerdrop=layerdrop, num_layers=num_layers)
-        overrides: dict[str, Any] = {"layerdrop": layerdrop}
+                         layerdrop=layerdrop, num_layers=num_layers,
+                         **({"architecture": architecture} if architecture else {}))
+        overrides: dict[str, Any] = {**(architecture or {}), "layerdrop": layerdrop}
         if num_layers is not None:
             overrides["num_hidden_layers"] = num_layers
         self.frontend = Raw(normalize=True)
@@ -74,6 +78,13 @@ class Wav2Vec2(SpoofModel):
         if freeze_feature_encoder:
             self.ssl.freeze_feature_encoder()
         self.head = nn.Linear(self.ssl.config.hidden_size, 2)
+
+    def rebuild_args(self) -> dict[str, Any]:
+        from plastispoof.models.ssl import encoder_architecture
+
+        if self.config.get("pretrained") is None:
+            return dict(self.config)
+        return {**self.config, "pretrained": None, "architecture": encoder_architecture(self.ssl)}
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         frames = self.ssl(self.frontend(waveform)).last_hidden_state  # (B, frames, hidden)
