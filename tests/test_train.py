@@ -166,15 +166,12 @@ def _config_files() -> list[Path]:
 def test_example_config_validates_and_names_registered_parts(path):
     from plastispoof.capacity.base import build_strategy
     from plastispoof.models.base import build_model
-    from plastispoof.registry import MODELS, STRATEGIES, load_builtins
 
     raw = yaml.safe_load(path.read_text())
     if "models" in raw:  # experiment configs name one `model`
         pytest.skip("a recipe of several experiments, not an experiment config (its own tests cover it)")
     cfg = load_config(path)
-    load_builtins()
-    if cfg.model.name not in MODELS or cfg.strategy.name not in STRATEGIES:
-        pytest.skip(f"model {cfg.model.name!r} or strategy {cfg.strategy.name!r} is not written yet")
+    # An unknown model or strategy fails here (InputError): a config naming a deleted method is an error.
     build_strategy(cfg.strategy.name, cfg.strategy.args)
     with torch.device("meta"):  # checks the constructor arguments without allocating the weights
         build_model(cfg.model.name, **without_pretrained(cfg.model.args))
