@@ -193,8 +193,10 @@ def test_capacity_strategies_start_from_the_imported_weights(imported_aasist_l, 
 @pytest.mark.parametrize("strategy,args", [("lora", {"r": 2}), ("molex", {"num_experts": 2, "rank": 2})])
 def test_adapter_strategies_start_from_an_imported_ssl_encoder(hf_folder, corpus, tmp_path, strategy, args):
     base = import_checkpoint("ssl-linear", hf_folder, tmp_path / "ssl-base")
-    model_args = runs.read_meta(base)["model"]["args"]
+    # As a user writes it: the model built from the same folder, the weights from the imported run.
+    model_args = {"frontend": {"kind": "wav2vec2", "pretrained": str(hf_folder)}}
     run = _train_from(base, corpus, tmp_path, "ssl-linear", strategy, args, 6400, model_args)
+    assert runs.read_meta(run)["model"]["args"]["frontend"]["pretrained"] is None  # the run stands alone
     before = runs.read_weights(base / runs.MODEL)
     after = runs.read_weights(run / runs.MODEL)
     name = "frontend.ssl.encoder.layers.0.attention.q_proj"
