@@ -89,3 +89,23 @@ def test_metrics_with_unknown_tdcf_form_exits_2(files):
     result = plastispoof("metrics", "--scores", files["scores"], "--protocol", files["protocol"],
                          "--tdcf-form", "2020")
     assert_one_line_error(result, "2020")
+
+
+def test_metrics_ties_option_reaches_the_report(tmp_path):
+    # bona fide 1, 2, 2, 3 and spoof 0, 2, 2, 1.5: grouped EER 37.5 % at 1.5, official 50 % at 2
+    rows = [("LA_E_1", "bonafide", 1.0), ("LA_E_2", "bonafide", 2.0), ("LA_E_3", "bonafide", 2.0),
+            ("LA_E_4", "bonafide", 3.0), ("LA_E_5", "spoof", 0.0), ("LA_E_6", "spoof", 2.0),
+            ("LA_E_7", "spoof", 2.0), ("LA_E_8", "spoof", 1.5)]
+    protocol, scores = tmp_path / "protocol.txt", tmp_path / "scores.txt"
+    protocol.write_text("".join(f"LA_0001 {utt} - {'-' if key == 'bonafide' else 'A07'} {key}\n"
+                                for utt, key, _ in rows))
+    scores.write_text("".join(f"{utt} {score}\n" for utt, _, score in rows))
+    found = {}
+    for ties in ("grouped", "official"):
+        result = plastispoof("metrics", "--scores", scores, "--protocol", protocol, "--ties", ties, "--json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        found[ties] = (report["ties"], report["eer"], report["threshold"])
+    assert found == {"grouped": ("grouped", 0.375, 1.5), "official": ("official", 0.5, 2.0)}
+    assert_one_line_error(plastispoof("metrics", "--scores", scores, "--protocol", protocol, "--ties", "random"),
+                          "tie rule")

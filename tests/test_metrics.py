@@ -142,6 +142,93 @@ def test_ties_are_deterministic_under_any_input_order(bonafide, spoof, rnd):
     assert compute_eer(shuffled_bonafide, shuffled_spoof) == compute_eer(bonafide, spoof)
 
 
+# --- tie rules: grouped (default) and official ------------------------------------------------------------------
+
+def official_scorer_eer(target_scores, nontarget_scores):
+    """The official ASVspoof 2019/2021 EER, transcribed step by step from its published procedure
+    (compute_det_curve + compute_eer): one stable sort over all scores, cumulative counts, closest point."""
+    n_scores = target_scores.size + nontarget_scores.size
+    all_scores = np.concatenate((target_scores, nontarget_scores))
+    labels = np.concatenate((np.ones(target_scores.size), np.zeros(nontarget_scores.size)))
+    indices = np.argsort(all_scores, kind="mergesort")
+    labels = labels[indices]
+    tar_trial_sums = np.cumsum(labels)
+    nontarget_trial_sums = nontarget_scores.size - (np.arange(1, n_scores + 1) - tar_trial_sums)
+    frr = np.concatenate((np.atleast_1d(0), tar_trial_sums / target_scores.size))
+    far = np.concatenate((np.atleast_1d(1), nontarget_trial_sums / nontarget_scores.size))
+    thresholds = np.concatenate((np.atleast_1d(all_scores[indices[0]] - 0.001), all_scores[indices]))
+    min_index = np.argmin(np.abs(frr - far))
+    return np.mean((frr[min_index], far[min_index])), thresholds[min_index]
+
+
+def tied_score_files(tmp_path: Path, seed: int, order_seed: int | None = None) -> tuple[Path, Path, dict]:
+    """A protocol and a score file with many ties across the classes (scores on a coarse grid)."""
+    rng = np.random.default_rng(seed)
+    rows = [(f"LA_E_{i:07d}", "-", "bonafide", float(rng.integers(2, 9)) / 4) for i in range(int(rng.integers(5, 40)))]
+    rows += [(f"LA_E_{100 + i:07d}", f"A0{7 + i % 3}", "spoof", float(rng.integers(0, 7)) / 4)
+             for i in range(int(rng.integers(5, 60)))]
+    if order_seed is not None:
+        rows = [rows[i] for i in np.random.default_rng(order_seed).permutation(len(rows))]
+    protocol, scores = tmp_path / f"protocol-{seed}-{order_seed}.txt", tmp_path / f"scores-{seed}-{order_seed}.txt"
+    protocol.write_text("".join(f"LA_0001 {utt} - {attack} {key}\n" for utt, attack, key, _ in rows))
+    scores.write_text("".join(f"{utt} {score}\n" for utt, _, _, score in rows))
+    return protocol, scores, {"rows": rows}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_official_ties_reproduce_the_official_scorer_digit_for_digit(tmp_path, seed):
+    from plastispoof.metrics import score_protocol
+
+    protocol, scores, made = tied_score_files(tmp_path, seed)
+    rows = made["rows"]
+    # the official scripts read the score file's columns as float64 arrays, bona fide (target) first
+    target = np.loadtxt(scores, usecols=1)[[key == "bonafide" for _, _, key, _ in rows]]
+    nontarget = np.loadtxt(scores, usecols=1)[[key == "spoof" for _, _, key, _ in rows]]
+    assert len(set(target) & set(nontarget)) > 0  # the case where the rules can differ
+    eer, threshold = official_scorer_eer(target, nontarget)
+    report = score_protocol(scores, protocol, ties="official")
+    assert report["ties"] == "official"
+    assert report["eer"] == eer and report["threshold"] == threshold  # exact, not approx
+    for attack in ("A07", "A08", "A09"):
+        spoof = np.array([score for _, a, key, score in rows if a == attack])
+        assert report["per_attack"][attack] == official_scorer_eer(target, spoof)[0]
+
+
+def test_the_rules_differ_on_ties_and_agree_without_them():
+    bonafide, spoof = np.array([1.0, 2.0, 2.0, 3.0]), np.array([0.0, 2.0, 2.0, 1.5])
+    assert compute_eer(bonafide, spoof) == (0.375, 1.5)
+    assert compute_eer(bonafide, spoof, ties="official") == official_scorer_eer(bonafide, spoof) == (0.5, 2.0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        untied_bonafide, untied_spoof = rng.normal(1, 1, 30), rng.normal(0, 1, 50)
+        assert compute_eer(untied_bonafide, untied_spoof) == compute_eer(untied_bonafide, untied_spoof, "official")
+        assert min_tdcf(untied_bonafide, untied_spoof) == min_tdcf(untied_bonafide, untied_spoof, ties="official")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_ties_do_not_depend_on_the_order_of_the_files(tmp_path, seed):
+    from plastispoof.metrics import score_protocol
+
+    protocol, scores, _ = tied_score_files(tmp_path, seed)
+    reference = score_protocol(scores, protocol)
+    assert reference["ties"] == "grouped"
+    cllr = reference.pop("cllr")  # a mean: summed in another order it may differ in the last bit
+
+    def same(report):
+        assert report.pop("cllr") == pytest.approx(cllr, rel=1e-12)
+        assert report == reference  # every sweep figure exactly
+
+    for order_seed in range(4):
+        shuffled_protocol, shuffled_scores, _ = tied_score_files(tmp_path, seed, order_seed)
+        same(score_protocol(shuffled_scores, shuffled_protocol))
+        same(score_protocol(shuffled_scores, protocol))  # the score file's order alone
+
+
+def test_unknown_tie_rule_is_an_input_error():
+    with pytest.raises(InputError, match="tie rule"):
+        compute_eer([1.0], [0.0], ties="random")
+
+
 # --- t-DCF -----------------------------------------------------------------------------------------------------
 
 # ASV with EER threshold 0.5: nontarget 1.0 accepted (Pfa 1/4), no target missed, spoofs 1.5, 2.5, 3.5 accepted

@@ -95,11 +95,15 @@ def metrics(scores: Path = typer.Option(...), protocol: Path = typer.Option(...)
             format: str = typer.Option("auto", help="protocol format (auto, asvspoof2019, asvspoof2021, ...)"),
             asv_scores: Optional[Path] = typer.Option(None, help="organisers' ASV score file for t-DCF"),
             tdcf_form: str = typer.Option("2019", help="2019 | 2021"),
+            ties: str = typer.Option("grouped", help="grouped (equal scores are one threshold; order-free) | "
+                                                     "official (the ASVspoof scorers' sweep, to compare with "
+                                                     "published numbers)"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """EER, min t-DCF, per-attack EER (and ASVspoof 5 DCFs) of a score file against a protocol."""
     from plastispoof.metrics import format_report, score_protocol
 
-    report = score_protocol(scores, protocol, format=format, asv_scores=asv_scores, tdcf_form=tdcf_form)
+    report = score_protocol(scores, protocol, format=format, asv_scores=asv_scores, tdcf_form=tdcf_form,
+                            ties=ties)
     typer.echo(json.dumps(report, indent=1) if as_json else format_report(report))
 
 

@@ -6,10 +6,17 @@ a trial is called bona fide when its score is **above** ``t``, so at ``t``
 - miss rate (frr) = fraction of bona fide scores ``<= t``,
 - false-alarm rate (far) = fraction of spoof scores ``> t``,
 
-plus one point below every score (frr 0, far 1). This is the sweep of the official ASVspoof
-``compute_det_curve`` except that equal scores form *one* threshold, so tied scores give the same result
-whatever their order in the file (the official code steps through tied scores one by one in input order).
-Without ties both give identical numbers.
+plus one point below every score (frr 0, far 1). Tied scores are handled by one of two rules (``ties``):
+
+- ``grouped`` (the default): equal scores form *one* threshold, so every point is a threshold a detector could
+  really use, and the result cannot depend on the order of the trials.
+- ``official``: the sweep of the official ASVspoof 2019/2021 scorers (``compute_det_curve``), which has one
+  point per *trial*: all scores in one stable ascending sort with the bona fide scores listed first, the counts
+  taken after each trial. Among equal scores the bona fide trials are therefore passed first, and the points
+  between them split a tie (no threshold gives them). Use it to compare a number with a published one digit
+  for digit.
+
+Without ties both rules give identical EERs and minimum costs.
 
 - :func:`compute_eer`: the sweep point where frr and far are closest, EER = their mean; the official
   convention, no interpolation.
@@ -34,6 +41,7 @@ from plastispoof.data.trials import BONAFIDE, Trial
 from plastispoof.errors import InputError, summarise
 
 TDCF_FORMS = ("2019", "2021")
+TIE_RULES = ("grouped", "official")
 
 # Cost model of the ASVspoof 2019 and 2021 t-DCF packages: the 2019 (legacy) one names the costs
 # Cmiss_asv = Cmiss_cm = 1, Cfa_asv = 10, Cfa_cm = 10; the 2021 one Cmiss = 1, Cfa = 10, Cfa_spoof = 10.
@@ -78,11 +86,18 @@ def _as_scores(values: Iterable[float], what: str) -> np.ndarray:
     return scores
 
 
-def det_curve(bonafide_scores: Iterable[float], spoof_scores: Iterable[float]
+def _checked_ties(ties: str) -> str:
+    if ties not in TIE_RULES:
+        raise InputError(f"unknown tie rule {ties!r}; use one of {', '.join(TIE_RULES)}")
+    return ties
+
+
+def det_curve(bonafide_scores: Iterable[float], spoof_scores: Iterable[float], ties: str = "grouped"
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Miss rates, false-alarm rates and thresholds of every operating point (see the module notes).
 
     The first point lies below all scores (frr 0, far 1); the last is the highest score (frr 1, far 0).
+    ``ties="official"`` gives the per-trial sweep of the official scorers (:func:`_det_curve_per_trial`).
 
     >>> frr, far, thresholds = det_curve([0.4, 0.7, 0.8, 0.9], [0.1, 0.2, 0.3, 0.5])
     >>> frr.tolist()
@@ -92,6 +107,8 @@ def det_curve(bonafide_scores: Iterable[float], spoof_scores: Iterable[float]
     >>> thresholds[1:].tolist()
     [0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.8, 0.9]
     """
+    if _checked_ties(ties) == "official":
+        return _det_curve_per_trial(_as_scores(bonafide_scores, "bona fide"), _as_scores(spoof_scores, "spoof"))
     bonafide = np.sort(_as_scores(bonafide_scores, "bona fide"))
     spoof = np.sort(_as_scores(spoof_scores, "spoof"))
     thresholds = np.unique(np.concatenate([bonafide, spoof]))
@@ -103,12 +120,42 @@ def det_curve(bonafide_scores: Iterable[float], spoof_scores: Iterable[float]
     return frr, far, np.concatenate([[np.nextafter(thresholds[0], -np.inf)], thresholds])
 
 
-def compute_eer(bonafide_scores: Iterable[float], spoof_scores: Iterable[float]) -> tuple[float, float]:
+def _det_curve_per_trial(bonafide: np.ndarray, spoof: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The official scorers' sweep: one point per trial, ties split with the bona fide trials first.
+
+    Bona fide and spoof scores are joined (bona fide first) and put in ascending order by a *stable* sort, so
+    equal scores keep that order. After the k-th trial of the sorted list, the miss rate is the share of bona
+    fide trials among the first k and the false-alarm rate the share of spoof trials after them; a point before
+    all trials (frr 0, far 1) comes first. Its threshold is the k-th score, and 0.001 below the lowest score for
+    the first point. The arithmetic (float counts, one division each) is the official one, so the rates and
+    everything derived from them agree to the last digit.
+
+    >>> frr, far, thresholds = _det_curve_per_trial(np.array([1.0, 2.0]), np.array([2.0, 0.0]))
+    >>> frr.tolist(), far.tolist()
+    ([0.0, 0.0, 0.5, 1.0, 1.0], [1.0, 0.5, 0.5, 0.5, 0.0])
+    >>> thresholds.tolist()
+    [-0.001, 0.0, 1.0, 2.0, 2.0]
+    """
+    scores = np.concatenate([bonafide, spoof])
+    is_bonafide = np.concatenate([np.ones(bonafide.size), np.zeros(spoof.size)])
+    order = np.argsort(scores, kind="mergesort")  # stable: among equal scores, bona fide (listed first) first
+    bonafide_so_far = np.cumsum(is_bonafide[order])
+    spoof_after = spoof.size - (np.arange(1, scores.size + 1) - bonafide_so_far)
+    frr = np.concatenate([[0], bonafide_so_far / bonafide.size])
+    far = np.concatenate([[1], spoof_after / spoof.size])
+    thresholds = np.concatenate([[scores[order[0]] - 0.001], scores[order]])
+    return frr, far, thresholds
+
+
+def compute_eer(bonafide_scores: Iterable[float], spoof_scores: Iterable[float], ties: str = "grouped"
+                ) -> tuple[float, float]:
     """Equal error rate as a fraction, and its threshold (scores above it are called bona fide).
 
-    Official ASVspoof convention: over the threshold sweep, take the point where miss and false-alarm rates are
-    closest and report their mean (no interpolation between points). The rates are computed and compared in
-    floating point exactly as the official scorer does, so that equally close points resolve the same way.
+    Official ASVspoof convention: over the sweep, take the point where miss and false-alarm rates are closest
+    and report their mean (no interpolation between points). The rates are computed and compared in floating
+    point exactly as the official scorer does, so that equally close points resolve the same way. ``ties``
+    chooses how equal scores are swept (module notes); ``"official"`` reproduces the official scorer's EER and
+    threshold.
 
     Four bona fide and four spoof trials; one spoof (0.5) outscores one bona fide (0.4):
 
@@ -116,13 +163,20 @@ def compute_eer(bonafide_scores: Iterable[float], spoof_scores: Iterable[float])
     (0.25, 0.4)
     >>> compute_eer([1.0, 2.0], [-1.0, 0.0])  # perfectly separated
     (0.0, 0.0)
+
+    With ties across the classes the two rules differ: grouped, the four trials at 2 move together; official,
+    the two bona fide trials at 2 are passed before the two spoof ones.
+
+    >>> bonafide, spoof = [1.0, 2.0, 2.0, 3.0], [0.0, 2.0, 2.0, 1.5]
+    >>> compute_eer(bonafide, spoof), compute_eer(bonafide, spoof, ties="official")
+    ((0.375, 1.5), (0.5, 2.0))
     """
-    frr, far, thresholds = det_curve(bonafide_scores, spoof_scores)
+    frr, far, thresholds = det_curve(bonafide_scores, spoof_scores, ties)
     best = int(np.argmin(np.abs(frr - far)))
     return float((frr[best] + far[best]) / 2), float(thresholds[best])
 
 
-def asv_error_rates(asv: AsvScores) -> AsvErrorRates:
+def asv_error_rates(asv: AsvScores, ties: str = "grouped") -> AsvErrorRates:
     """ASV error rates at the ASV's own EER threshold, as the ASVspoof packages fix its operating point.
 
     Like those packages, a score equal to the threshold counts as accepted here.
@@ -135,7 +189,7 @@ def asv_error_rates(asv: AsvScores) -> AsvErrorRates:
     target = _as_scores(asv.target, "ASV target")
     nontarget = _as_scores(asv.nontarget, "ASV non-target")
     spoof = _as_scores(asv.spoof, "ASV spoof")
-    _, threshold = compute_eer(target, nontarget)
+    _, threshold = compute_eer(target, nontarget, ties)
     return AsvErrorRates(pfa=float(np.mean(nontarget >= threshold)), pmiss=float(np.mean(target < threshold)),
                          pfa_spoof=float(np.mean(spoof >= threshold)))
 
@@ -169,7 +223,7 @@ def _tdcf_weights(rates: AsvErrorRates, form: str) -> tuple[float, float, float,
 
 
 def min_tdcf(bonafide_cm: Iterable[float], spoof_cm: Iterable[float], *, asv: AsvScores | None = None,
-             form: str = "2019") -> float:
+             form: str = "2019", ties: str = "grouped") -> float:
     """Minimum normalised tandem detection cost function of a CM in front of an ASV system.
 
     ``form="2019"``: the legacy ASVspoof 2019 formulation,
@@ -182,6 +236,7 @@ def min_tdcf(bonafide_cm: Iterable[float], spoof_cm: Iterable[float], *, asv: As
     costs 10. A CM that accepts or rejects everything scores 1 or more; lower is better.
 
     ``asv``: the organisers' ASV scores; its operating point is its EER threshold (:func:`asv_error_rates`).
+    ``ties``: how equal scores are swept, for the CM and the ASV (module notes).
     Without them, the pooled fallback :data:`POOLED_ASV_RATES` is used: Pfa_asv = Pmiss_asv = 0.0188 and
     Pfa_spoof_asv = 0.461, the default ASV of the ASVspoof 5 evaluation package (docs/methods.md).
 
@@ -191,14 +246,14 @@ def min_tdcf(bonafide_cm: Iterable[float], spoof_cm: Iterable[float], *, asv: As
     >>> round(min_tdcf(bonafide, spoof, form="2021"), 4)
     0.3085
     """
-    rates = asv_error_rates(asv) if asv is not None else POOLED_ASV_RATES
+    rates = asv_error_rates(asv, ties) if asv is not None else POOLED_ASV_RATES
     c0, c1, c2, normaliser = _tdcf_weights(rates, _checked_form(form))
-    pmiss_cm, pfa_cm, _ = det_curve(bonafide_cm, spoof_cm)
+    pmiss_cm, pfa_cm, _ = det_curve(bonafide_cm, spoof_cm, ties)
     return float(np.min((c0 + c1 * pmiss_cm + c2 * pfa_cm) / normaliser))
 
 
 def min_dcf(bonafide_scores: Iterable[float], spoof_scores: Iterable[float], p_spoof: float = P_SPOOF,
-            c_miss: float = C_MISS, c_fa: float = C_FA) -> float:
+            c_miss: float = C_MISS, c_fa: float = C_FA, ties: str = "grouped") -> float:
     """ASVspoof 5 minimum detection cost over all thresholds of the sweep.
 
     ``[(1 - Pspoof) Cmiss Pmiss(t) + Pspoof Cfa Pfa(t)] / min((1 - Pspoof) Cmiss, Pspoof Cfa)``; with the
@@ -207,7 +262,7 @@ def min_dcf(bonafide_scores: Iterable[float], spoof_scores: Iterable[float], p_s
     >>> min_dcf([0.4, 0.7, 0.8, 0.9], [0.1, 0.2, 0.3, 0.5])  # (0.95 * 0 + 0.5 * 0.25) / 0.5
     0.25
     """
-    frr, far, _ = det_curve(bonafide_scores, spoof_scores)
+    frr, far, _ = det_curve(bonafide_scores, spoof_scores, ties)
     return float(np.min(_dcf(frr, far, p_spoof, c_miss, c_fa)))
 
 
@@ -367,7 +422,8 @@ def _check_ids(trials: Sequence[Trial], scores: dict[str, float]) -> None:
 
 
 def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: AsvScores | None = None,
-                   tdcf_form: str = "2019", breakdown: Sequence[str] = ("attack",)) -> dict[str, Any]:
+                   tdcf_form: str = "2019", breakdown: Sequence[str] = ("attack",), ties: str = "grouped"
+                   ) -> dict[str, Any]:
     """Every metric of ``scores`` against the protocol ``trials``: the metrics JSON object.
 
     Keys: ``eer`` (fraction), ``threshold`` (scores above it are called bona fide), ``n_bonafide``, ``n_spoof``,
@@ -375,7 +431,7 @@ def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: As
     ``asv_rates``, ``min_dcf``, ``act_dcf``, ``cllr``, ``per_attack`` ({attack: EER of all bona fide trials vs
     that attack's trials}, always present), and for every other column in ``breakdown`` (a Trial field or a
     ``Trial.meta`` key, e.g. "codec") ``per_<column>`` = {value: EER of the trials with that value, or None when
-    one class is absent there}.
+    one class is absent there}, and ``ties`` (the tie rule every figure was computed with, module notes).
 
     Every protocol trial needs a score and every score a protocol trial; both classes must be present.
 
@@ -388,7 +444,7 @@ def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: As
     >>> report["eer"], report["n_bonafide"], report["per_attack"]
     (0.25, 4, {'A01': 0.0, 'A02': 0.375})
     """
-    tdcf_form = _checked_form(tdcf_form)
+    tdcf_form, ties = _checked_form(tdcf_form), _checked_ties(ties)
     _check_ids(trials, scores)
     bonafide = np.array([scores[t.utt_id] for t in trials if t.label == BONAFIDE])
     spoof_trials = [t for t in trials if t.label != BONAFIDE]
@@ -396,56 +452,62 @@ def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: As
     if bonafide.size == 0 or spoof.size == 0:
         raise InputError(f"the protocol's {len(trials)} trials are all {'spoof' if bonafide.size == 0 else 'bona fide'}"
                          "; metrics need both bona fide and spoof trials")
-    eer, threshold = compute_eer(bonafide, spoof)
-    rates = asv_error_rates(asv) if asv is not None else POOLED_ASV_RATES
+    eer, threshold = compute_eer(bonafide, spoof, ties)
+    rates = asv_error_rates(asv, ties) if asv is not None else POOLED_ASV_RATES
     report: dict[str, Any] = {
         "eer": eer,
         "threshold": threshold,
         "n_bonafide": int(bonafide.size),
         "n_spoof": int(spoof.size),
-        "min_tdcf": min_tdcf(bonafide, spoof, asv=asv, form=tdcf_form),
+        "min_tdcf": min_tdcf(bonafide, spoof, asv=asv, form=tdcf_form, ties=ties),
         "tdcf_form": tdcf_form,
         "tdcf_asv_source": "asv-scores" if asv is not None else "pooled-fallback",
         "asv_rates": {"pfa": rates.pfa, "pmiss": rates.pmiss, "pfa_spoof": rates.pfa_spoof},
-        "min_dcf": min_dcf(bonafide, spoof),
+        "min_dcf": min_dcf(bonafide, spoof, ties=ties),
         "act_dcf": act_dcf(bonafide, spoof),
         "cllr": cllr(bonafide, spoof),
+        "ties": ties,
     }
     by_attack: dict[str, list[float]] = defaultdict(list)
     for trial in spoof_trials:
         by_attack[trial.attack].append(scores[trial.utt_id])
-    report["per_attack"] = {attack: compute_eer(bonafide, by_attack[attack])[0] for attack in sorted(by_attack)}
+    report["per_attack"] = {attack: compute_eer(bonafide, by_attack[attack], ties)[0]
+                            for attack in sorted(by_attack)}
     for column in breakdown:
         if column != "attack":
-            report[f"per_{column}"] = _eer_per_condition(trials, scores, column)
+            report[f"per_{column}"] = _eer_per_condition(trials, scores, column, ties)
     return report
 
 
-def _eer_per_condition(trials: Sequence[Trial], scores: dict[str, float], column: str) -> dict[str, float | None]:
+def _eer_per_condition(trials: Sequence[Trial], scores: dict[str, float], column: str, ties: str = "grouped"
+                       ) -> dict[str, float | None]:
     if column not in ("speaker", "subset") and not any(column in trial.meta for trial in trials):
         raise InputError(f"no protocol trial has a {column!r} column to break the EER down by")
     classes: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     for trial in trials:
         bonafide, spoof = classes[str(_condition(trial, column))]
         (bonafide if trial.label == BONAFIDE else spoof).append(scores[trial.utt_id])
-    return {value: compute_eer(*classes[value])[0] if all(classes[value]) else None for value in sorted(classes)}
+    return {value: compute_eer(*classes[value], ties)[0] if all(classes[value]) else None
+            for value in sorted(classes)}
 
 
 def score_protocol(scores_path: Path | str, protocol_path: Path | str, *, format: str = "auto",
                    asv_scores: Path | str | None = None, tdcf_form: str = "2019",
-                   breakdown: Sequence[str] = ("attack",)) -> dict[str, Any]:
+                   breakdown: Sequence[str] = ("attack",), ties: str = "grouped") -> dict[str, Any]:
     """Read a score file and a protocol (any format :func:`read_protocol_file` knows) and :func:`compute_report`.
 
     ``asv_scores``: the organisers' ASV score file for t-DCF; without it the pooled fallback rates are used.
+    ``ties``: ``grouped`` (default; equal scores are one threshold) or ``official`` (the official scorers'
+    per-trial sweep, for comparing with published numbers); see the module notes.
     """
     from plastispoof.data.protocols import read_protocol_file
 
-    tdcf_form = _checked_form(tdcf_form)
+    tdcf_form, ties = _checked_form(tdcf_form), _checked_ties(ties)
     trials = read_protocol_file(Path(protocol_path), format)
     scores = read_scores(scores_path)
     asv = read_asv_scores(asv_scores) if asv_scores is not None else None
     try:
-        return compute_report(trials, scores, asv=asv, tdcf_form=tdcf_form, breakdown=breakdown)
+        return compute_report(trials, scores, asv=asv, tdcf_form=tdcf_form, breakdown=breakdown, ties=ties)
     except InputError as err:
         raise InputError(f"scores {scores_path} against protocol {protocol_path}: {err}") from None
 
@@ -461,7 +523,8 @@ def _table(title: str, column: str, rows: dict[str, float | None]) -> list[str]:
 def format_report(report: dict[str, Any]) -> str:
     """The metrics of :func:`compute_report` as a plain-text table (EER in %)."""
     lines = [
-        f"EER         {100 * report['eer']:.2f} %   (threshold {report['threshold']:.6g}; higher = bona fide)",
+        f"EER         {100 * report['eer']:.2f} %   (threshold {report['threshold']:.6g}; higher = bona fide; "
+        f"ties: {report.get('ties', 'grouped')})",
         f"min t-DCF   {report['min_tdcf']:.4f}   ({report['tdcf_form']} form, ASV: {report['tdcf_asv_source']})",
         f"min DCF     {report['min_dcf']:.4f}",
         f"act DCF     {report['act_dcf']:.4f}   (threshold -ln 1.9, for LLR scores)",
