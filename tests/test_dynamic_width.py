@@ -199,6 +199,28 @@ def test_flops_model_matches_flop_counter_on_the_shrunk_model(name, args):
     assert at_kept_widths == pytest.approx(measured, rel=1e-6)
 
 
+def test_flops_are_measured_on_seconds_at_the_models_own_sample_rate():
+    from plastispoof.models.resnet import ResNet
+
+    class NarrowbandResNet(ResNet):  # a model that reads 8 kHz audio (its front-end is built for 8 kHz)
+        sample_rate = 8000
+
+    seconds = 0.6
+    model = NarrowbandResNet(layers=(1, 1, 1, 1), width=4)
+    at_8k = count_flops(NarrowbandResNet(layers=(1, 1, 1, 1), width=4).eval(), torch.randn(1, int(seconds * 8000)))
+    at_16k = count_flops(NarrowbandResNet(layers=(1, 1, 1, 1), width=4).eval(), torch.randn(1, int(seconds * 16000)))
+    assert at_16k > 1.5 * at_8k  # so measuring at the wrong rate would show
+    MakeWidthsDynamic(DynamicWidthSettings(seconds=seconds)).apply(model)
+    assert getattr(model, BUDGET_NAME).flops_model.full == pytest.approx(at_8k, rel=1e-9)
+
+
+def test_dynamic_widths_need_a_model_that_states_its_sample_rate():
+    model = build_model("resnet18", **TINY["resnet18"])
+    model.sample_rate = None
+    with pytest.raises(InputError, match="sample_rate"):
+        MakeWidthsDynamic(DynamicWidthSettings(seconds=0.3)).apply(model)
+
+
 # ------------------------------------------------------------------------------------------ replay, options
 
 

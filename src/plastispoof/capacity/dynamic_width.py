@@ -469,8 +469,12 @@ class MakeWidthsDynamic(Transform):
             raise InputError("the model's widths are already dynamic")
         settings = self.settings
         sites = self._choose(model)
-        sample_rate = getattr(model, "config", {}).get("sample_rate", 16000)
-        flops_model = FlopsModel.trace(model, sites, int(settings.seconds * sample_rate))
+        # The model says at which rate it reads audio (SpoofModel.sample_rate); no constructor argument holds it.
+        sample_rate = getattr(model, "sample_rate", None)
+        if not isinstance(sample_rate, int) or sample_rate <= 0:
+            raise InputError(f"dynamic widths measure FLOPs on {settings.seconds} s of audio and need the model's "
+                             f"sample_rate; {type(model).__name__} has none")
+        flops_model = FlopsModel.trace(model, sites, round(settings.seconds * sample_rate))
         gates = {}
         for site in sites:
             full = site_width(model, site)
