@@ -127,3 +127,143 @@ def test_codecs_decode_to_the_same_length_and_rate_and_stay_aligned(clip, attack
 def test_the_mp3_and_opus_encoders_are_in_the_pinned_pyav():
     assert encoder_available("libmp3lame") and encoder_available("libopus")
     assert not encoder_available("no-such-encoder")
+
+
+# ------------------------------------------------------------------------------------------------ corpus
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import soundfile as sf  # noqa: E402
+
+from plastispoof.data.copysynth.channel import Channel  # noqa: E402
+from plastispoof.data.copysynth.corpus import (  # noqa: E402
+    Source, assign_subsets, build_copysynth_corpus, find_sources, lofo_root, read_manifest)
+from plastispoof.data.protocols import read_dataset  # noqa: E402
+from plastispoof.errors import InputError  # noqa: E402
+
+SPEAKERS = ("anna", "bert")
+TEXTS_PER_SPEAKER = 3
+
+
+def write_bonafide(folder: Path, rate: int = 8000) -> Path:
+    """Two speakers with three 1 s telephone-band (8 kHz) clips each and a transcripts CSV."""
+    rows = ["path,text"]
+    for s, speaker in enumerate(SPEAKERS):
+        for i in range(TEXTS_PER_SPEAKER):
+            path = folder / speaker / f"u{i}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, voice(1.0, 110 + 40 * s + 10 * i, 160 + 40 * s, seed=10 * s + i, rate=rate), rate,
+                     subtype="PCM_16")
+            rows.append(f"{speaker}/u{i}.wav,Sentence number {i} read by {speaker}.")
+    (folder / "transcripts.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+FAST_FAMILIES = ["lpc", "codec"]  # the cheapest two: the corpus tests are about layout, not vocoders
+
+
+@pytest.fixture(scope="module")
+def bonafide(tmp_path_factory) -> Path:
+    return write_bonafide(tmp_path_factory.mktemp("bonafide"))
+
+
+@pytest.fixture(scope="module")
+def corpus(bonafide, tmp_path_factory) -> Path:
+    sources = find_sources(bonafide, "en", bonafide / "transcripts.csv")
+    return build_copysynth_corpus(tmp_path_factory.mktemp("corpus"), sources, attacks=FAST_FAMILIES, seed=3)
+
+
+def test_protocols_read_back_and_match_the_manifest(corpus):
+    manifest = read_manifest(corpus)
+    assert set(manifest["families"]) == set(FAST_FAMILIES)
+    assert manifest["families"]["codec"]["attacks"] == ["K01", "K02", "K03"]
+    for subset in ("train", "dev", "eval"):
+        trials = read_dataset("asv19-la", corpus, subset)  # checks that every file exists
+        counts = manifest["counts"][subset]
+        assert sum(t.label == "bonafide" for t in trials) == counts["bonafide"] == TEXTS_PER_SPEAKER * 2 // 3
+        assert sum(t.label == "spoof" for t in trials) == counts["spoof"] == 2 * counts["bonafide"]
+        for family, info in manifest["families"].items():
+            assert sum(t.attack in info["attacks"] for t in trials) == counts["per_family"][family]
+        family_of = {"-": "bonafide", **{a: f for f, info in manifest["families"].items() for a in info["attacks"]}}
+        seconds = {name: sum(sf.info(str(t.path)).duration for t in trials if family_of[t.attack] == name)
+                   for name in manifest["durations_s"][subset]}
+        assert seconds == pytest.approx(manifest["durations_s"][subset], abs=0.02)
+        assert {t.speaker for t in trials} == set(SPEAKERS)  # text split: every speaker in every subset
+        assert all(sf.info(str(t.path)).samplerate == SAMPLE_RATE for t in trials)
+
+
+@pytest.mark.parametrize("family", FAST_FAMILIES)
+def test_leave_one_family_out_protocols(corpus, family):
+    manifest = read_manifest(corpus)
+    root = lofo_root(corpus, family)
+    assert root == corpus / "lofo" / family
+    held_out = set(manifest["families"][family]["attacks"])
+    for subset in ("train", "dev"):
+        attacks = {t.attack for t in read_dataset("asv19-la", root, subset)}
+        assert not attacks & held_out and "-" in attacks and len(attacks) > 1
+    evaluation = read_dataset("asv19-la", root, "eval")
+    main = read_dataset("asv19-la", corpus, "eval")
+    assert [(t.utt_id, t.attack, t.speaker) for t in evaluation] == [(t.utt_id, t.attack, t.speaker) for t in main]
+    assert [t.path.resolve() for t in evaluation] == [t.path.resolve() for t in main]  # linked, not copied
+    assert held_out & {t.attack for t in evaluation}
+    assert all(t.path.resolve().parent == (corpus / "LA" / "ASVspoof2019_LA_eval" / "flac").resolve()
+               for t in evaluation)
+
+
+def test_lofo_root_and_manifest_errors(corpus, tmp_path):
+    with pytest.raises(InputError, match="no family 'world'"):
+        lofo_root(corpus, "world")
+    with pytest.raises(InputError, match="corpus.json is missing"):
+        read_manifest(tmp_path)
+
+
+def test_bonafide_and_spoof_pass_through_the_same_channel(corpus):
+    channel = Channel(**read_manifest(corpus)["settings"]["channel"])
+    assert channel.high_hz == 3800.0  # 8 kHz sources: the band-pass stops below their Nyquist frequency
+    for trial in read_dataset("asv19-la", corpus, "train"):
+        audio, rate = sf.read(str(trial.path))
+        level = 20 * np.log10(np.sqrt(np.mean(audio ** 2)))
+        assert level == pytest.approx(channel.level_dbfs, abs=0.1), trial
+        spectrum = np.abs(np.fft.rfft(audio)) ** 2
+        freqs = np.fft.rfftfreq(len(audio), 1 / rate)
+        above = 10 * np.log10(spectrum[freqs > channel.high_hz + 400].sum() / spectrum.sum())
+        below = 10 * np.log10(spectrum[freqs < channel.low_hz - 30].sum() / spectrum.sum())
+        assert above < -35 and below < -35, (trial, above, below)
+
+
+def test_text_split_is_disjoint_and_keeps_every_speaker_everywhere():
+    sources = [Source(Path(f"/x/{speaker}/{i}.wav"), speaker, "en", f"text {i % 7}")
+               for speaker in ("a", "b", "c") for i in range(20)]
+    subsets = assign_subsets(sources, "text", seed=5)
+    texts = {subset: {s.text for s, t in zip(sources, subsets) if t == subset} for subset in ("train", "dev", "eval")}
+    assert not texts["train"] & texts["dev"] and not texts["train"] & texts["eval"] and not texts["dev"] & texts["eval"]
+    for speaker in ("a", "b", "c"):
+        assert {t for s, t in zip(sources, subsets) if s.speaker == speaker} == {"train", "dev", "eval"}
+
+
+def test_speaker_split_is_disjoint_in_speakers_and_needs_three():
+    sources = [Source(Path(f"/x/{k}/{i}.wav"), f"spk{k}", "en", None) for k in range(6) for i in range(3)]
+    subsets = assign_subsets(sources, "speaker", seed=5)
+    owners = {s.speaker: {t for s2, t in zip(sources, subsets) if s2.speaker == s.speaker} for s in sources}
+    assert all(len(found) == 1 for found in owners.values())
+    assert {next(iter(found)) for found in owners.values()} == {"train", "dev", "eval"}
+    with pytest.raises(InputError, match="needs 3 speakers"):
+        assign_subsets(sources[:6], "speaker", seed=5)
+
+
+def test_same_seed_same_bytes_and_a_finished_corpus_is_kept(bonafide, corpus, tmp_path):
+    sources = find_sources(bonafide, "en", bonafide / "transcripts.csv")
+    again = build_copysynth_corpus(tmp_path / "again", sources, attacks=FAST_FAMILIES, seed=3)
+    for path in sorted((corpus / "LA").rglob("*.*")):
+        twin = again / path.relative_to(corpus)
+        assert twin.read_bytes() == path.read_bytes(), path
+    stamp = (again / "corpus.json").stat().st_mtime_ns
+    build_copysynth_corpus(tmp_path / "again", sources, attacks=FAST_FAMILIES, seed=3)
+    assert (again / "corpus.json").stat().st_mtime_ns == stamp
+
+
+def test_one_family_cannot_be_left_out(bonafide, tmp_path):
+    sources = find_sources(bonafide)
+    with pytest.raises(InputError, match="at least two families"):
+        build_copysynth_corpus(tmp_path, sources, attacks=["world"])

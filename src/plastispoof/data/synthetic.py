@@ -790,22 +790,28 @@ def _write_text(path: Path, text: str) -> None:
 _PARALLEL_FROM = 200  # fewer files are written faster in this process than by starting workers
 
 
-def _run_jobs(jobs: list[_Job], description: str) -> None:
-    """Write every file, on all cores when there are enough files to pay for starting workers."""
-    workers = min(len(os.sched_getaffinity(0)), 8) if len(jobs) >= _PARALLEL_FROM else 1
+def _run_jobs(jobs: list, description: str, work: Callable = _write_audio, parallel_from: int = _PARALLEL_FROM,
+              chunksize: int = 8) -> list:
+    """``work`` on every job (by default: write its file), on all cores when there are enough jobs to pay for
+    starting workers; returns the results in job order. ``work`` must be a module-level function (picklable)."""
+    workers = min(len(os.sched_getaffinity(0)), 8) if len(jobs) >= parallel_from else 1
     console = Console(stderr=True)
+    results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task(description, total=len(jobs))
         if workers == 1:
-            done: Iterator[None] = map(_write_audio, jobs)
-            for _ in done:
+            done: Iterator = map(work, jobs)
+            for result in done:
+                results.append(result)
                 progress.advance(task)
-            return
+            return results
         # spawn, not fork: the caller may hold torch / OpenMP threads that a forked child would inherit broken.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for _ in pool.map(_write_audio, jobs, chunksize=8):
+            for result in pool.map(work, jobs, chunksize=chunksize):
+                results.append(result)
                 progress.advance(task)
+    return results
 
 
 def _stamp(profile_name: str, seed: int, entries: list[_Entry]) -> dict:

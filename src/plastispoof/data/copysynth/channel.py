@@ -38,11 +38,15 @@ class Channel:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @staticmethod
+    def resample(audio: np.ndarray, rate: int) -> np.ndarray:
+        """``audio`` at ``rate`` -> float64 at 16 kHz (soxr, high quality)."""
+        x = np.asarray(audio, dtype=np.float64)
+        return soxr.resample(x, rate, SAMPLE_RATE, quality="HQ") if rate != SAMPLE_RATE else x
+
     def __call__(self, audio: np.ndarray, rate: int) -> np.ndarray:
         """``audio`` at ``rate`` -> the finished 16 kHz utterance (float64, RMS at ``level_dbfs``, peak < 1)."""
-        x = np.asarray(audio, dtype=np.float64)
-        if rate != SAMPLE_RATE:
-            x = soxr.resample(x, rate, SAMPLE_RATE, quality="HQ")
+        x = self.resample(audio, rate)
         band = scipy.signal.butter(self.order // 2, (self.low_hz, self.high_hz), btype="bandpass", fs=SAMPLE_RATE,
                                    output="sos")
         x = scipy.signal.sosfiltfilt(band, x)
