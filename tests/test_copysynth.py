@@ -267,3 +267,70 @@ def test_one_family_cannot_be_left_out(bonafide, tmp_path):
     sources = find_sources(bonafide)
     with pytest.raises(InputError, match="at least two families"):
         build_copysynth_corpus(tmp_path, sources, attacks=["world"])
+
+
+# --------------------------------------------------------------------------------------------------- TTS
+
+import shutil  # noqa: E402
+
+from plastispoof.data.copysynth import tts as tts_module  # noqa: E402
+from plastispoof.data.copysynth.tts import SENTENCES, TTS_ENGINES  # noqa: E402
+
+
+def test_espeak_speaks_every_builtin_language_with_a_high_band_the_channel_removes():
+    espeak = TTS_ENGINES["espeak-ng"]
+    channel = Channel.for_sources(8000)
+    for language in SENTENCES:
+        audio, rate = espeak.speak(SENTENCES[language][0], language, np.random.default_rng(0))
+        assert rate == 22050 and 0.8 < len(audio) / rate < 6.0, language
+        spectrum = np.abs(np.fft.rfft(audio)) ** 2
+        assert spectrum[np.fft.rfftfreq(len(audio), 1 / rate) > 4200].sum() > 1e-3 * spectrum.sum()
+        out = channel(audio, rate)
+        spectrum = np.abs(np.fft.rfft(out)) ** 2
+        assert spectrum[np.fft.rfftfreq(len(out), 1 / SAMPLE_RATE) > 4200].sum() < 1e-4 * spectrum.sum()
+
+
+def test_tts_takes_differ_by_seed_and_repeat_for_the_same_seed():
+    espeak = TTS_ENGINES["espeak-ng"]
+    a, _ = espeak.speak("Press one to hear the menu again.", "en", np.random.default_rng(1))
+    b, _ = espeak.speak("Press one to hear the menu again.", "en", np.random.default_rng(1))
+    c, _ = espeak.speak("Press one to hear the menu again.", "en", np.random.default_rng(2))
+    assert np.array_equal(a, b) and not (len(a) == len(c) and np.allclose(a, c))
+
+
+@pytest.mark.parametrize("name", ["festival", "flite"])
+def test_english_only_engines_speak_english_and_refuse_french(name):
+    engine = TTS_ENGINES[name]
+    if engine.missing():
+        pytest.skip(f"{name} not installed ({engine.missing()})")
+    audio, rate = engine.speak("Your new password has been saved.", "en", np.random.default_rng(0))
+    assert rate == 16000 and 1.0 < len(audio) / rate < 5.0 and np.std(audio) > 0.01
+    with pytest.raises(InputError, match=f"{name} cannot speak fr"):
+        engine.check({"en", "fr"})
+
+
+def test_a_missing_engine_names_its_debian_package(monkeypatch):
+    monkeypatch.setattr(tts_module.shutil, "which", lambda program: None)
+    with pytest.raises(InputError, match="espeak-ng is not installed; install it with: apt-get install espeak-ng"):
+        TTS_ENGINES["espeak-ng"].check({"en"})
+    with pytest.raises(InputError, match="apt-get install festival festvox-kallpc16k"):
+        TTS_ENGINES["festival"].check({"en"})
+
+
+def test_tts_family_in_the_corpus_speaks_builtin_sentences_disjoint_by_subset(bonafide, tmp_path):
+    assert shutil.which("espeak-ng"), "CI installs espeak-ng (.ci/run)"
+    root = build_copysynth_corpus(tmp_path, find_sources(bonafide, "fr"), attacks=["lpc"], tts=["espeak-ng"], seed=4)
+    manifest = read_manifest(root)
+    assert manifest["families"]["espeak-ng"] == {"attacks": ["T01"], "kind": "tts",
+                                                  "description": TTS_ENGINES["espeak-ng"].description}
+    for subset in ("train", "dev", "eval"):
+        trials = read_dataset("asv19-la", root, subset)
+        spoken = [t for t in trials if t.attack == "T01"]
+        assert len(spoken) == sum(t.label == "bonafide" for t in trials) == manifest["counts"][subset]["bonafide"]
+        assert all(0.8 < sf.info(str(t.path)).duration < 6.0 for t in spoken)
+    # Without transcripts, sentence i of a language belongs to subset i mod 3: subsets never share one.
+    from plastispoof.data.copysynth.corpus import _builtin_text
+
+    counters: dict = {}
+    said = {subset: {_builtin_text("fr", subset, counters) for _ in range(5)} for subset in ("train", "dev", "eval")}
+    assert all(len(said[s]) == 2 for s in said) and len(set.union(*said.values())) == 6
