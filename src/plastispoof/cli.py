@@ -154,6 +154,22 @@ def reproduce_tradeoff(dataset: str = typer.Option(...), root: Path = typer.Opti
                             kappas=[float(k) for k in _csv(kappas) or []], out=out, epochs=epochs, overrides=set_))
 
 
+@reproduce_app.command("unseen")
+def reproduce_unseen(root: Path = typer.Option(..., help="corpus written by `plastispoof synth --bonafide/--recipe`"),
+                     systems: Optional[str] = typer.Option(None, help="comma list of configs/unseen.yaml systems"),
+                     families: Optional[str] = typer.Option(None, help="held-out families to run (default: all)"),
+                     seeds: str = typer.Option("42"),
+                     weights: Optional[Path] = typer.Option(None, help="published checkpoint for the pretrained "
+                                                                        "systems (e.g. AASIST.pth)"),
+                     out: Path = typer.Option(Path("runs/unseen")), epochs: Optional[int] = typer.Option(None),
+                     set_: List[str] = typer.Option([], "--set")) -> None:
+    """Train on all attack families but one, score the held-out one, for each family: table and PNG."""
+    from plastispoof.unseen import reproduce_unseen as run_unseen
+
+    typer.echo(run_unseen(root=root, systems=_csv(systems), seeds=[int(s) for s in _csv(seeds) or []],
+                          families=_csv(families), weights=weights, out=out, epochs=epochs, overrides=set_))
+
+
 @app.command()
 def cost(model: str, input_frames: int = typer.Option(200, help="frames of SSL features (200 = about 4 s)"),
          input_dim: int = typer.Option(1024, help="SSL feature width")) -> None:
