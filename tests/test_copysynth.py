@@ -138,7 +138,7 @@ import soundfile as sf  # noqa: E402
 
 from plastispoof.data.copysynth.channel import Channel  # noqa: E402
 from plastispoof.data.copysynth.corpus import (  # noqa: E402
-    Source, assign_subsets, build_copysynth_corpus, find_sources, lofo_root, read_manifest)
+    Source, assign_subsets, write_copysynth_corpus, find_sources, lofo_root, read_manifest)
 from plastispoof.data.protocols import read_dataset  # noqa: E402
 from plastispoof.errors import InputError  # noqa: E402
 
@@ -171,7 +171,7 @@ def bonafide(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def corpus(bonafide, tmp_path_factory) -> Path:
     sources = find_sources(bonafide, "en", bonafide / "transcripts.csv")
-    return build_copysynth_corpus(tmp_path_factory.mktemp("corpus"), sources, attacks=FAST_FAMILIES, seed=3)
+    return write_copysynth_corpus(tmp_path_factory.mktemp("corpus"), sources, attacks=FAST_FAMILIES, seed=3)
 
 
 def test_protocols_read_back_and_match_the_manifest(corpus):
@@ -254,19 +254,19 @@ def test_speaker_split_is_disjoint_in_speakers_and_needs_three():
 
 def test_same_seed_same_bytes_and_a_finished_corpus_is_kept(bonafide, corpus, tmp_path):
     sources = find_sources(bonafide, "en", bonafide / "transcripts.csv")
-    again = build_copysynth_corpus(tmp_path / "again", sources, attacks=FAST_FAMILIES, seed=3)
+    again = write_copysynth_corpus(tmp_path / "again", sources, attacks=FAST_FAMILIES, seed=3)
     for path in sorted((corpus / "LA").rglob("*.*")):
         twin = again / path.relative_to(corpus)
         assert twin.read_bytes() == path.read_bytes(), path
     stamp = (again / "corpus.json").stat().st_mtime_ns
-    build_copysynth_corpus(tmp_path / "again", sources, attacks=FAST_FAMILIES, seed=3)
+    write_copysynth_corpus(tmp_path / "again", sources, attacks=FAST_FAMILIES, seed=3)
     assert (again / "corpus.json").stat().st_mtime_ns == stamp
 
 
 def test_one_family_cannot_be_left_out(bonafide, tmp_path):
     sources = find_sources(bonafide)
     with pytest.raises(InputError, match="at least two families"):
-        build_copysynth_corpus(tmp_path, sources, attacks=["world"])
+        write_copysynth_corpus(tmp_path, sources, attacks=["world"])
 
 
 # --------------------------------------------------------------------------------------------------- TTS
@@ -319,7 +319,7 @@ def test_a_missing_engine_names_its_debian_package(monkeypatch):
 
 def test_tts_family_in_the_corpus_speaks_builtin_sentences_disjoint_by_subset(bonafide, tmp_path):
     assert shutil.which("espeak-ng"), "CI installs espeak-ng (.ci/run)"
-    root = build_copysynth_corpus(tmp_path, find_sources(bonafide, "fr"), attacks=["lpc"], tts=["espeak-ng"], seed=4)
+    root = write_copysynth_corpus(tmp_path, find_sources(bonafide, "fr"), attacks=["lpc"], tts=["espeak-ng"], seed=4)
     manifest = read_manifest(root)
     assert manifest["families"]["espeak-ng"] == {"attacks": ["T01"], "kind": "tts",
                                                   "description": TTS_ENGINES["espeak-ng"].description}
@@ -334,3 +334,105 @@ def test_tts_family_in_the_corpus_speaks_builtin_sentences_disjoint_by_subset(bo
     counters: dict = {}
     said = {subset: {_builtin_text("fr", subset, counters) for _ in range(5)} for subset in ("train", "dev", "eval")}
     assert all(len(said[s]) == 2 for s in said) and len(set.union(*said.values())) == 6
+
+
+# ------------------------------------------------------------------------------------------------ recipe
+
+from plastispoof.data.copysynth.recipes import open_speech_sources  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def french_prompts() -> list:
+    assert Path(ASTERISK_FR).is_dir(), "CI installs asterisk-core-sounds-fr-wav (.ci/run)"
+    return open_speech_sources(languages=("fr",))
+
+
+def test_open_speech_reads_the_asterisk_prompts_and_their_transcripts(french_prompts):
+    assert len(french_prompts) > 200
+    assert {s.speaker for s in french_prompts} == {"fr_CA_f_June"} and {s.language for s in french_prompts} == {"fr"}
+    by_name = {s.path.name: s for s in french_prompts}
+    assert by_name["conf-invalid.wav"].text.startswith("Ce numéro de conférence n'est pas valide")
+    for source in french_prompts[:20]:
+        info = sf.info(str(source.path))
+        assert info.samplerate == 8000 and 1.0 <= info.duration <= 8.0 and len(source.text.split()) >= 2
+
+
+def test_open_speech_without_the_packages_prints_the_apt_line(tmp_path):
+    with pytest.raises(InputError) as caught:
+        open_speech_sources(sounds=tmp_path, docs=tmp_path, languages=("fr", "ru"))
+    assert str(caught.value).endswith("apt-get install asterisk-core-sounds-fr-wav asterisk-core-sounds-fr "
+                                      "asterisk-core-sounds-ru-wav asterisk-core-sounds-ru")
+
+
+def test_world_and_lpc_follow_the_f0_of_a_real_prompt(french_prompts):
+    source = next(s for s in french_prompts if s.path.name == "conf-invalid.wav")
+    raw, rate = sf.read(str(source.path))
+    speech = analyse(Channel.resample(raw, rate)[: 2 * SAMPLE_RATE])
+    for attack_id in ("W01", "W02", "L01"):
+        y = resynthesise(attack_id, speech)
+        assert y.shape == speech.audio.shape
+        assert median_cents_error(speech.f0_frames, f0_track(y)) < 30.0, attack_id
+
+
+def test_a_corpus_from_real_prompts_speaks_their_transcripts(french_prompts, tmp_path):
+    chosen = [s for s in french_prompts if s.path.name in ("conf-invalid.wav", "conf-kicked.wav", "activated.wav",
+                                                           "conf-leaderhasleft.wav")]
+    root = write_copysynth_corpus(tmp_path, chosen, attacks=["codec"], tts=["espeak-ng"], seed=1)
+    manifest = read_manifest(root)
+    assert manifest["settings"]["channel"]["high_hz"] == 3800.0
+    trials = [t for subset in ("train", "dev", "eval") for t in read_dataset("asv19-la", root, subset)]
+    assert len(trials) == 3 * len(chosen) and {t.speaker for t in trials} == {"fr_CA_f_June"}
+    bonafide = {t.utt_id: sf.info(str(t.path)).duration for t in trials if t.attack == "-"}
+    spoken = {t.utt_id: sf.info(str(t.path)).duration for t in trials if t.attack == "T01"}
+    # eSpeak reads the same sentence as the speaker: durations of the same order (not a fixed built-in sentence).
+    assert sorted(spoken.values()) == pytest.approx(sorted(bonafide.values()), rel=0.6)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+
+def plastispoof(*args: object, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "plastispoof.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def test_cli_writes_a_corpus_from_a_folder(bonafide, tmp_path):
+    result = plastispoof("synth", "--bonafide", bonafide, "--transcripts", bonafide / "transcripts.csv",
+                         "--attacks", "lpc,K01", "--seed", 3, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = read_manifest(tmp_path)
+    assert manifest["families"]["codec"]["attacks"] == ["K01"] and set(manifest["lofo"]) == {"lpc", "codec"}
+    assert len(read_dataset("asv19-la", lofo_root(tmp_path, "codec"), "train")) == 2 * manifest["counts"]["train"]["bonafide"]
+
+
+@pytest.mark.parametrize("case", ["no audio", "missing engine", "one family", "both sources", "unknown family"])
+def test_cli_bad_input_is_one_line_and_exit_2(case, bonafide, tmp_path):
+    env = None
+    args: list = ["synth", "--out", tmp_path / "out", "--bonafide", bonafide]
+    if case == "no audio":
+        junk = tmp_path / "junk"
+        junk.mkdir()
+        (junk / "a.wav").write_bytes(b"RIFF not really a wave file")
+        (junk / "notes.txt").write_text("hello")
+        args[-1], expected = junk, "no decodable audio under --bonafide"
+    elif case == "missing engine":
+        args += ["--tts", "espeak-ng"]
+        env = {**os.environ, "PATH": str(tmp_path)}  # an empty PATH: no espeak-ng
+        expected = "TTS engine espeak-ng is not installed; install it with: apt-get install espeak-ng"
+    elif case == "one family":
+        args += ["--attacks", "world"]
+        expected = "leave-one-family-out needs at least two families, got 1 (world)"
+    elif case == "both sources":
+        args += ["--recipe", "open-speech"]
+        expected = "give exactly one of --bonafide DIR and --recipe NAME"
+    else:
+        args += ["--attacks", "world,vocaloid"]
+        expected = "unknown copy-synthesis family or attack 'vocaloid'"
+    result = plastispoof(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
+    assert expected in result.stderr and "Traceback" not in result.stderr

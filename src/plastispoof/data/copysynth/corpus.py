@@ -243,7 +243,7 @@ def choose_families(attacks: list[str] | None, tts: list[str] | None, languages:
     return families
 
 
-def build_copysynth_corpus(out: str | os.PathLike, sources: list[Source], *, attacks: list[str] | None = None,
+def write_copysynth_corpus(out: str | os.PathLike, sources: list[Source], *, attacks: list[str] | None = None,
                            tts: list[str] | None = None, max_utterances: int | None = None, seed: int = 42,
                            split: str = "text", channel: Channel | None = None, origin: str = "") -> Path:
     """Write the corpus made from ``sources`` under ``out`` and return ``out`` (see the module docstring).
