@@ -31,8 +31,27 @@ def _csv(value: Optional[str]) -> Optional[list[str]]:
 @app.command()
 def synth(out: Path = typer.Option(..., help="output directory"),
           profile: str = typer.Option("tiny", help="tiny | demo | full"),
-          seed: int = typer.Option(42)) -> None:
-    """Write the embedded corpus (FLAC + ASVspoof-2019-LA-style protocols)."""
+          seed: int = typer.Option(42),
+          bonafide: Optional[Path] = typer.Option(None, help="real recordings (speaker = first sub-folder): "
+                                                  "write a copy-synthesis + TTS corpus from them"),
+          recipe: Optional[str] = typer.Option(None, help="open-speech: the same from Debian's Asterisk prompts"),
+          attacks: Optional[str] = typer.Option(None, help="copy-synthesis families or attack IDs, e.g. "
+                                                "world,griffinlim,lpc,sinusoidal,codec (default: all)"),
+          tts: Optional[str] = typer.Option(None, help="TTS engines: espeak-ng,festival,flite"),
+          transcripts: Optional[Path] = typer.Option(None, help="CSV path,text for --bonafide"),
+          language: str = typer.Option("en", help="language of --bonafide: en, fr, es, it or ru"),
+          max_utterances: Optional[int] = typer.Option(None, help="bona fide recordings per speaker at most"),
+          split: str = typer.Option("text", help="text | speaker")) -> None:
+    """Write the embedded corpus, or with --bonafide / --recipe a spoof corpus built from real recordings
+    (FLAC + ASVspoof-2019-LA-style protocols + leave-one-family-out protocols + corpus.json)."""
+    if bonafide is not None or recipe is not None:
+        from plastispoof.data.copysynth import build_copysynth_corpus
+
+        root = build_copysynth_corpus(out, bonafide=bonafide, recipe=recipe, attacks=_csv(attacks), tts=_csv(tts),
+                                      transcripts=transcripts, language=language, max_utterances=max_utterances,
+                                      seed=seed, split=split)
+        typer.echo(f"wrote copy-synthesis corpus to {root} (manifest: {root / 'corpus.json'})")
+        return
     from plastispoof.data.synthetic import write_corpus
 
     root = write_corpus(out, profile=profile, seed=seed)
