@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from plastispoof.augment.config import AugmentList
 from plastispoof.errors import InputError
 
 
@@ -39,6 +40,15 @@ class DataConfig(Section):
     max_dev: int | None = None
     max_eval: int | None = None
     feature_cache: str | None = Field(None, description="directory for cached frozen-front-end features")
+    augment: AugmentList = Field(default_factory=list, description="augmentations of the training crops, in "
+                                 "order, each with its probability p (see plastispoof.augment.config)")
+
+    @model_validator(mode="after")
+    def _augment_needs_audio(self) -> "DataConfig":
+        if self.augment and self.feature_cache:
+            raise ValueError("data.augment changes the audio of every epoch, so it cannot be combined with "
+                             "data.feature_cache (features computed once)")
+        return self
 
 
 class ModelConfig(Section):

@@ -382,7 +382,7 @@ class Trainer:
         if self.class_weights is not None:
             self.class_weights = self.class_weights.to(self.device)
         self.dataset = TrialDataset(train_trials, num_samples=data.num_samples, sample_rate=data.sample_rate,
-                                    train=not data.feature_cache, seed=self.cfg.seed)
+                                    train=not data.feature_cache, seed=self.cfg.seed, augment=data.augment)
         if data.feature_cache:
             self.dataset = self._cached_features(self.dataset, data.feature_cache)
         self.loader_generator = torch.Generator().manual_seed(self.cfg.seed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -20,10 +20,17 @@ class TrialDataset(Dataset):
     same epoch whatever the worker count or order; call :meth:`set_epoch` before each epoch. Otherwise the first
     ``num_samples`` are used, as in the ASVspoof evaluations. Short audio is repeat-padded either way.
     ``cache=True`` keeps decoded audio in memory (small corpora; each DataLoader worker holds its own cache).
+
+    ``augment`` (training only): options of :class:`plastispoof.augment.pipeline.AugmentPipeline`, applied to each
+    crop with random numbers from ``(seed, epoch, i, AUGMENT_STREAM)``, a stream apart from the crop's, so the
+    crops are the same with augmentation on or off and a resumed run gets the same audio as an uninterrupted one.
     """
 
+    AUGMENT_STREAM = 1
+
     def __init__(self, trials: Sequence[Trial], *, num_samples: int = ASVSPOOF_NUM_SAMPLES,
-                 sample_rate: int = 16000, train: bool = False, seed: int = 42, cache: bool = False):
+                 sample_rate: int = 16000, train: bool = False, seed: int = 42, cache: bool = False,
+                 augment: Sequence[Any] = ()):
         self.trials = list(trials)
         self.num_samples = num_samples
         self.sample_rate = sample_rate
@@ -31,6 +38,11 @@ class TrialDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
+        self.augment = None
+        if augment and train:
+            from plastispoof.augment.pipeline import AugmentPipeline
+
+            self.augment = AugmentPipeline(augment, sample_rate)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the random crops of ``epoch`` (training only)."""
@@ -44,6 +56,8 @@ class TrialDataset(Dataset):
         audio = self._audio(index)
         rng = np.random.default_rng((self.seed, self.epoch, index)) if self.train else None
         waveform = fix_length(audio, self.num_samples, random_crop=self.train, rng=rng)
+        if self.augment is not None:
+            waveform = self.augment(waveform, (self.seed, self.epoch, index, self.AUGMENT_STREAM))
         return torch.from_numpy(waveform), trial.target, index
 
     def _audio(self, index: int) -> np.ndarray:
