@@ -291,3 +291,46 @@ def test_strategy_trains_shrinks_and_leaves_a_plain_rebuildable_run(tmp_path):
     assert [gru.hidden_size for gru in model.grus] == [widths["gru0"], widths["gru1"]]
     assert count_parameters(model) < count_parameters(build_model("grnn", hidden_sizes=[8, 6]))
     assert meta["stages"][-1]["params"] == count_parameters(model)
+
+
+# ------------------------------------------------------------------------------------------ the trainer
+
+
+def test_the_trainer_gives_widths_no_weight_decay_and_no_clipping(tmp_path):
+    """One real trainer step (SGD, weight decay 0.5, clipping at 1e-3): each width moves by exactly -lr x its own
+    gradient, while the weights' update is the clipped gradient plus their decay."""
+    import copy
+
+    from plastispoof.capacity.base import Stage
+    from plastispoof.train import Trainer, auxiliary_loss, classification_loss
+    from tiny_run import tiny_config
+
+    lr, decay, clip = 0.1, 0.5, 1e-3
+    cfg = tiny_config(tmp_path, tmp_path, train={"optimizer": "sgd", "lr": lr, "weight_decay": decay,
+                                                 "grad_clip": clip})
+    trainer = Trainer(cfg)
+    trainer.model = dynamic("grnn", noise=False)  # no noise: the reference backward below sees the same loss
+    trainer.class_weights = None
+    trainer._build_optimizer(Stage("dynamic", 1))
+    x, target = waveforms(), torch.tensor([0, 1])
+
+    reference = copy.deepcopy(trainer.model).train()
+    loss = classification_loss(cfg.train.loss, reference(x), target, None) + auxiliary_loss(reference)
+    loss.backward()
+    gradients = {name: p.grad.clone() for name, p in reference.named_parameters() if p.grad is not None}
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer._step(x, target, [p for group in trainer.optimizer.param_groups for p in group["params"]])
+
+    widths = [name for name in before if name.endswith("scaled_width")]
+    weights = [name for name in gradients if name not in widths]
+    assert len(widths) == 3 and weights
+    for name in widths:
+        assert gradients[name].abs() > 0, name
+        moved = dict(trainer.model.named_parameters())[name].detach() - before[name]
+        torch.testing.assert_close(moved, -lr * gradients[name], rtol=1e-5, atol=1e-9)
+    # weights: update = -lr (clipped gradient + decay * weight); the clipped gradients have norm `clip`
+    after = dict(trainer.model.named_parameters())
+    clipped = [(before[n] - after[n].detach()) / lr - decay * before[n] for n in weights]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in clipped]))
+    raw = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(gradients[n]) for n in weights]))
+    assert raw > 10 * clip and norm.item() == pytest.approx(clip, rel=1e-3)

@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from plastispoof import runs
-from plastispoof.capacity.base import Stage, Transform, apply_transforms, build_strategy
+from plastispoof.capacity.base import Stage, Transform, apply_transforms, build_strategy, marked_parameters
 from plastispoof.config import ExperimentConfig, TrainConfig, dump_config
 from plastispoof.data.trials import Trial
 from plastispoof.errors import InputError
@@ -122,11 +122,19 @@ def lr_factor(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfi
     return 1.0
 
 
-def build_optimizer(cfg: TrainConfig, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+def build_optimizer(cfg: TrainConfig, parameters: list[nn.Parameter],
+                    no_weight_decay: list[nn.Parameter] | tuple[()] = ()) -> torch.optim.Optimizer:
+    """The configured optimiser over ``parameters``. Those also in ``no_weight_decay`` (parameters a method marked
+    as not being weights, e.g. learnt widths: ``capacity.base.marked_parameters``) form a second parameter group
+    with weight decay 0; the group order is fixed, so a checkpointed optimiser state loads back."""
+    exempt = {id(p) for p in no_weight_decay}
+    groups = [{"params": [p for p in parameters if id(p) not in exempt]},
+              {"params": [p for p in parameters if id(p) in exempt], "weight_decay": 0.0}]
+    groups = [group for group in groups if group["params"]]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return optimizer(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def class_weights(cfg: TrainConfig, targets: list[int]) -> torch.Tensor | None:
@@ -306,6 +314,7 @@ class Trainer:
         self.model: nn.Module | None = None
         self.network: nn.Module | None = None  # the model, or its DDP wrapper
         self.optimizer: torch.optim.Optimizer | None = None
+        self.clipped: list[nn.Parameter] = []  # the trainable parameters that gradient clipping sees
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self._meta_base: dict[str, Any] = {}
 
@@ -407,7 +416,15 @@ class Trainer:
         frontend = getattr(self.model, "frontend", None)
         if not isinstance(frontend, SSLFrontend):
             raise InputError(f"data.feature_cache needs a model with an SSL front-end; {self.cfg.model.name!r} has none")
-        return CachedFeatureDataset(dataset, frontend, directory)
+        # Keyed later (_bind_feature_cache): init_from weights or a checkpoint may still replace the encoder's.
+        return CachedFeatureDataset(dataset, frontend, directory, bind=False)
+
+    def _bind_feature_cache(self) -> None:
+        """Key the feature cache by the front-end's weights as they are now, once they are final for the stage
+        (after ``init_from``, the stage's transforms, or a restored checkpoint), so a run started from another
+        run reads and writes the features of the weights it really trains with."""
+        if self.cfg.data.feature_cache:
+            self.dataset.bind(self.model.frontend)
 
     # ------------------------------------------------------------------ stages
 
@@ -449,6 +466,7 @@ class Trainer:
         self.model.to(self.device)
         if stage.epochs == 0 or progress.epoch >= stage.epochs:
             return
+        self._bind_feature_cache()
         if self.optimizer is None:
             self._build_optimizer(stage)
         while progress.epoch < stage.epochs:
@@ -487,7 +505,9 @@ class Trainer:
             self.network = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=self._has_unused_parameters(trainable))
-        self.optimizer = build_optimizer(self.cfg.train, trainable)
+        self.optimizer = build_optimizer(self.cfg.train, trainable, marked_parameters(self.model, "no_weight_decay"))
+        unclipped = {id(p) for p in marked_parameters(self.model, "no_clip")}
+        self.clipped = [p for p in trainable if id(p) not in unclipped]
 
     def _has_unused_parameters(self, trainable: list[nn.Parameter]) -> bool:
         """Whether some trainable parameter gets no gradient (then DDP must look for unused ones each step).
@@ -554,7 +574,7 @@ class Trainer:
         backward_done = time.perf_counter()
         if self.cfg.train.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(trainable, self.cfg.train.grad_clip)
+            nn.utils.clip_grad_norm_(self.clipped, self.cfg.train.grad_clip)  # without parameters marked no_clip
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

@@ -9,15 +9,21 @@
 * A :class:`Strategy` is a named list of stages built from its own pydantic options.
 
 Optional hooks a method may put on its modules, which the trainer calls without knowing the method:
-``auxiliary_loss() -> Tensor`` (summed into the loss: MoLEx regularisers, FLOP penalties) and
-``after_epoch(model) -> bool`` on a stage (True = the structure changed, rebuild the optimiser).
+``auxiliary_loss() -> Tensor`` (summed into the loss: MoLEx regularisers, FLOP penalties), and
+``after_epoch(model, epoch)`` on a stage (falsy = nothing changed; True or a :class:`Transform` = the structure
+changed, rebuild the optimiser; a returned Transform is also recorded in ``meta.json``).
+
+A module may also name some of its own parameters as not being weights (a learnt width, a gate position), so
+the trainer treats them differently: ``no_weight_decay = ("name", ...)`` puts them in an optimiser group with
+weight decay 0, and ``no_clip = ("name", ...)`` leaves them out of gradient-norm clipping (their gradients
+neither count in the norm nor get scaled). :func:`marked_parameters` collects them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -51,6 +57,36 @@ class Transform(ABC):
         return TRANSFORMS.get_or_fail(record["kind"]).from_record(record)
 
 
+# What a stage's ``after_epoch`` hook returns: falsy (no change), True or the Transform it applied (changed).
+AfterEpochResult = Union[bool, None, Transform]
+
+ParameterMark = Literal["no_weight_decay", "no_clip"]
+
+
+def marked_parameters(model: nn.Module, mark: ParameterMark) -> list[nn.Parameter]:
+    """The parameters that modules of ``model`` name in their ``mark`` attribute (module notes), in
+    ``model.parameters()`` order; a name that is not one of the module's own parameters is an error.
+
+    >>> class Gate(nn.Module):
+    ...     no_weight_decay = ("position",)
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.position, self.weight = nn.Parameter(torch.zeros(())), nn.Parameter(torch.ones(2))
+    >>> model = nn.Sequential(nn.Linear(2, 2), Gate())
+    >>> [tuple(p.shape) for p in marked_parameters(model, "no_weight_decay")], marked_parameters(model, "no_clip")
+    ([()], [])
+    """
+    marked: set[int] = set()
+    for path, module in model.named_modules():
+        for name in getattr(module, mark, ()):
+            parameter = module._parameters.get(name)
+            if parameter is None:
+                raise ValueError(f"{type(module).__name__} at {path or '<model>'!r} names {name!r} in {mark}, but "
+                                 f"has no such parameter")
+            marked.add(id(parameter))
+    return [p for p in model.parameters() if id(p) in marked]
+
+
 def apply_transforms(model: nn.Module, records: list[dict[str, Any]]) -> nn.Module:
     """Replay recorded transforms in order (used to rebuild a run's model from ``meta.json``)."""
     for record in records:
@@ -67,7 +103,8 @@ class Stage:
     transforms: applied, in order, to the model at the start of the stage.
     init_from: ``None`` continues from the previous stage's weights; a run directory path loads that run's
         weights first (dropin from a finished baseline).
-    after_epoch: optional hook ``(model, epoch) -> bool``; True means the structure changed.
+    after_epoch: optional hook ``(model, epoch)``; it returns a falsy value when nothing changed, and True or the
+        :class:`Transform` it applied when the structure changed (the trainer records a returned Transform).
     reset_best: whether best-checkpoint selection starts anew in this stage (the model changed shape).
     """
 
@@ -75,7 +112,7 @@ class Stage:
     epochs: int
     transforms: list[Transform] = field(default_factory=list)
     init_from: str | None = None
-    after_epoch: Callable[[nn.Module, int], bool] | None = None
+    after_epoch: Callable[[nn.Module, int], AfterEpochResult] | None = None
     reset_best: bool = True
 
 

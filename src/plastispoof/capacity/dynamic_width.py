@@ -83,7 +83,14 @@ class DynamicWidth(nn.Module):
     For an ``nn.GRU`` the output sequence is gated as above, and the recurrent weights read the hidden state
     through the deterministic gate (signal weights, no noise): switched-off units then influence nothing, which
     keeps shrinking exact.
+
+    ``scaled_width`` is a width, not a weight: the trainer gives it no weight decay (which would pull every
+    width towards zero on top of the FLOP penalty) and leaves it out of gradient clipping (the weights' gradient
+    norm would otherwise throttle how fast widths move); see :mod:`plastispoof.capacity.base`.
     """
+
+    no_weight_decay = ("scaled_width",)
+    no_clip = ("scaled_width",)
 
     def __init__(self, base: nn.Module, min_width: int, full_width: int | None = None, noise: bool = True,
                  speed: float = 16.0):

@@ -320,20 +320,38 @@ class CachedFeatureDataset(Dataset):
 
     The cache needs the same crop of an utterance every epoch, so the wrapped dataset must have
     ``train=False`` (first ``num_samples`` samples, repeat-padded), and the front-end must be frozen.
+
+    The cache key fingerprints the encoder's weights *when* :meth:`bind` runs (at construction unless
+    ``bind=False``). Whoever changes the weights afterwards (a trainer loading another run's weights or a
+    checkpoint) must call :meth:`bind` again, or features of the old weights would be read and written.
     """
 
-    def __init__(self, dataset, frontend: SSLFrontend, directory: str | Path):
+    def __init__(self, dataset, frontend: SSLFrontend, directory: str | Path, *, bind: bool = True):
         if getattr(dataset, "train", False):
             raise InputError("cached SSL features need a fixed crop per utterance: build the dataset with train=False")
-        if not frontend.freeze:
-            raise InputError("only a frozen SSL front-end (freeze: true) can use a feature cache; a trained "
-                             "encoder changes its features every step")
         self.dataset = dataset
+        self.directory = Path(directory)
+        self.frontend = frontend
+        self.cache: FeatureCache | None = None
+        _check_frozen(frontend)
+        if bind:
+            self.bind(frontend)
+
+    def bind(self, frontend: SSLFrontend) -> None:
+        """Encode with ``frontend`` from now on, under the key of its weights as they are now."""
+        _check_frozen(frontend)
+        dataset = self.dataset
         self.frontend = frontend
         key = frontend.cache_key(num_samples=dataset.num_samples, sample_rate=dataset.sample_rate)
-        self.cache = FeatureCache(directory, key)
+        self.cache = FeatureCache(self.directory, key)
         self.cache.describe({"kind": frontend.kind, "states": frontend.num_encoded_states,
                              "num_samples": dataset.num_samples, "sample_rate": dataset.sample_rate})
+
+    def _bound_cache(self) -> FeatureCache:
+        if self.cache is None:
+            raise RuntimeError("CachedFeatureDataset built with bind=False: call bind(frontend) once the weights "
+                               "are final")
+        return self.cache
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -347,19 +365,27 @@ class CachedFeatureDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         trial = self.dataset.trials[index]
-        states = self.cache.get(trial.utt_id)
+        cache = self._bound_cache()
+        states = cache.get(trial.utt_id)
         if states is None:
             waveform, _, _ = self.dataset[index]
             states = self._encode(waveform.unsqueeze(0))[0]
-            self.cache.put(trial.utt_id, states)
+            cache.put(trial.utt_id, states)
         return states, trial.target, index
 
     def fill(self, batch_size: int = 16) -> int:
         """Encode every utterance not cached yet, ``batch_size`` at a time; returns how many were encoded."""
-        missing = [i for i, trial in enumerate(self.dataset.trials) if trial.utt_id not in self.cache]
+        cache = self._bound_cache()
+        missing = [i for i, trial in enumerate(self.dataset.trials) if trial.utt_id not in cache]
         for start in range(0, len(missing), batch_size):
             chunk = missing[start:start + batch_size]
             states = self._encode(torch.stack([self.dataset[i][0] for i in chunk]))
             for i, one in zip(chunk, states):
-                self.cache.put(self.dataset.trials[i].utt_id, one)
+                cache.put(self.dataset.trials[i].utt_id, one)
         return len(missing)
+
+
+def _check_frozen(frontend: SSLFrontend) -> None:
+    if not frontend.freeze:
+        raise InputError("only a frozen SSL front-end (freeze: true) can use a feature cache; a trained "
+                         "encoder changes its features every step")

@@ -1,0 +1,62 @@
+"""The trainer keys the SSL feature cache by the encoder weights it really trains with (after init_from)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from plastispoof.capacity.base import Stage, Strategy, StrategyOptions
+from plastispoof.registry import STRATEGIES
+from plastispoof.runs import load_run_model
+from plastispoof.train import train
+from tiny_run import tiny_config, write_tiny_corpus
+
+NUM_SAMPLES = 4000
+
+
+class ContinueOptions(StrategyOptions):
+    run: str
+
+
+@STRATEGIES.register("test-continue-from")
+class ContinueFrom(Strategy):
+    """One stage that starts from another finished run's weights."""
+
+    name = "test-continue-from"
+    Options = ContinueOptions
+
+    def stages(self, epochs: int) -> list[Stage]:
+        return [Stage("continue", epochs, init_from=self.options.run)]
+
+
+def _config(out: Path, corpus: Path, cache: Path, name: str, seed: int, strategy: dict | None = None):
+    cfg = tiny_config(out, corpus, name=name, model={"name": "ssl-linear",
+                                                     "args": {"frontend": {"size": "tiny", "freeze": True}}},
+                      data={"num_samples": NUM_SAMPLES, "feature_cache": str(cache)},
+                      train={"epochs": 1, "max_steps_per_epoch": 1})
+    update = {"seed": seed}
+    if strategy:
+        update["strategy"] = cfg.strategy.model_copy(update=strategy)
+    return cfg.model_copy(update=update)
+
+
+def test_a_run_started_from_another_uses_the_features_of_that_runs_encoder(tmp_path):
+    corpus = write_tiny_corpus(tmp_path / "corpus", seconds=0.3,
+                               counts={"train": (4, 4), "dev": (3, 3), "eval": (1, 1)})
+    cache, out = tmp_path / "cache", tmp_path / "runs"
+    first = train(_config(out, corpus, cache, "first", seed=1))
+    keys_after_first = sorted(p.name for p in cache.iterdir())
+    assert len(keys_after_first) == 1
+
+    # Another seed: its freshly built encoder differs, until init_from loads the first run's weights.
+    second_cfg = _config(out, corpus, cache, "second", seed=2,
+                         strategy={"name": "test-continue-from", "args": {"run": str(first)}})
+    torch.manual_seed(2)
+    second = train(second_cfg)
+    model, _ = load_run_model(second)
+    final_key = model.frontend.cache_key(num_samples=NUM_SAMPLES, sample_rate=16000)
+    assert final_key == keys_after_first[0]  # the first run's encoder, hence its features
+    assert sorted(p.name for p in cache.iterdir()) == keys_after_first  # nothing keyed by the unloaded weights
+    cached = sorted(p.name for p in (cache / final_key).glob("*.safetensors"))
+    assert cached  # the second run read (and possibly added) features under the right key
