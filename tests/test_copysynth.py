@@ -263,6 +263,23 @@ def test_same_seed_same_bytes_and_a_finished_corpus_is_kept(bonafide, corpus, tm
     assert (again / "corpus.json").stat().st_mtime_ns == stamp
 
 
+def test_a_rebuild_with_other_families_drops_the_old_lofo_folders(bonafide, tmp_path):
+    sources = find_sources(bonafide)
+    write_copysynth_corpus(tmp_path, sources, attacks=["lpc", "K01"], seed=3)
+    assert (tmp_path / "lofo" / "codec").is_dir()
+    write_copysynth_corpus(tmp_path, sources, attacks=["lpc", "S01"], seed=3)
+    assert sorted(p.name for p in (tmp_path / "lofo").iterdir()) == ["lpc", "sinusoidal"]
+    assert "K01" not in (tmp_path / "LA" / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.eval.trl.txt").read_text()
+
+
+def test_a_silent_recording_is_named(bonafide, tmp_path):
+    silent = tmp_path / "in" / "spk" / "silent.wav"
+    silent.parent.mkdir(parents=True)
+    sf.write(silent, np.zeros(8000), 8000, subtype="PCM_16")
+    with pytest.raises(InputError, match="silent.wav is digital silence"):
+        write_copysynth_corpus(tmp_path / "out", find_sources(tmp_path / "in"), attacks=["lpc", "K01"])
+
+
 def test_one_family_cannot_be_left_out(bonafide, tmp_path):
     sources = find_sources(bonafide)
     with pytest.raises(InputError, match="at least two families"):

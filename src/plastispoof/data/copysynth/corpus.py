@@ -24,12 +24,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from plastispoof.audio import SILENCE_LEVEL
 from plastispoof.data import synthetic
 from plastispoof.data.copysynth.channel import Channel
 from plastispoof.data.copysynth.tts import TTS_ENGINES, builtin_sentence, engine
@@ -179,6 +181,8 @@ def _write_source(job: _SourceJob) -> list[tuple[str, float]]:
     rng = np.random.default_rng(np.random.SeedSequence(list(job.entropy)))
     raw, rate = sf.read(str(job.source.path), dtype="float64", always_2d=True)
     raw = raw.mean(axis=1)
+    if np.abs(raw).max(initial=0.0) < SILENCE_LEVEL:  # the channel would blow its noise floor up to speech level
+        raise InputError(f"bona fide recording {job.source.path} is digital silence")
     at_16k = Channel.resample(raw, rate)
     speech = None
     tts_texts = iter(job.tts_texts)
@@ -279,6 +283,9 @@ def write_copysynth_corpus(out: str | os.PathLike, sources: list[Source], *, att
                                                                 if e.subset == subset})
     write_protocols(root, entries)
     lofo = {family.name: write_lofo(root, entries, family) for family in families}
+    for stale in (root / "lofo").iterdir():  # families of an earlier corpus in this folder
+        if stale.name not in lofo and (stale / "LA" / "ASVspoof2019_LA_cm_protocols").is_dir():
+            shutil.rmtree(stale)
     manifest = _manifest(root, entries, families, sources, subsets, seconds, lofo, settings)
     atomic_write_json(root / MANIFEST_NAME, manifest)
     return root
