@@ -60,8 +60,8 @@ def test_short_files_match_the_evaluation_scores(detector, corpus, run_dir):
 
 
 def test_decisions_use_the_dev_threshold(detector, run_dir):
-    threshold = detector.threshold
-    assert threshold == json.loads((run_dir / "meta.json").read_text())["dev_threshold"]
+    threshold = detector.threshold  # the run's dev threshold of whole-file (window-mean) scores, like the Detector's
+    assert threshold == json.loads((run_dir / "meta.json").read_text())["dev_thresholds"]["window-mean"]
     assert detector.decide(threshold + 1e-3) == "bonafide"
     assert detector.decide(threshold) == "spoof"  # the threshold itself is not above the threshold
 

@@ -7,7 +7,15 @@
 
 A file is cut into windows of the model's input length (half-overlapping, the last one aligned to the end; a
 short file is repeat-padded to one window) and its score is the mean of the window scores, higher = more bona
-fide. The decision uses the run's dev EER threshold: above it = ``bonafide``.
+fide. The decision uses the run's dev EER threshold *of these scores*: above it = ``bonafide``.
+
+A threshold only means something for scores made the same way. Training scores its dev set on the first
+``num_samples`` of each file (``first-crop``, the ASVspoof convention, also used by ``evaluate``); a Detector
+scores whole files by the mean over windows (``window-mean``). A finished run stores the dev EER threshold of
+both (``meta.json``: ``dev_thresholds``, and ``dev_threshold`` = the ``first-crop`` one, named by
+``dev_threshold_convention``), and :meth:`Detector.from_run` takes the ``window-mean`` one. A run without it
+(trained before the convention was recorded) gives no decisions until :meth:`Detector.fit_threshold` computes
+one on dev files.
 """
 
 from __future__ import annotations
@@ -25,6 +33,28 @@ from plastispoof.errors import InputError
 from plastispoof.evaluate import model_scores
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
+
+# How a score was made; stored beside every threshold, so a threshold is only compared with scores made alike.
+FIRST_CROP = "first-crop"  # the first num_samples samples, repeat-padded (training's dev scores, evaluate)
+WINDOW_MEAN = "window-mean"  # the mean over the half-overlapping windows of the whole file (Detector)
+
+
+def run_threshold(meta: dict[str, Any], convention: str = WINDOW_MEAN) -> float | None:
+    """A run's dev EER threshold for scores made by ``convention``, or None when the run has none.
+
+    Runs that name no convention were all scored ``first-crop`` in training.
+
+    >>> run_threshold({"dev_threshold": 0.3})  # an older run: its threshold is first-crop only
+    >>> run_threshold({"dev_threshold": 0.3}, FIRST_CROP)
+    0.3
+    >>> run_threshold({"dev_threshold": 0.3, "dev_threshold_convention": "first-crop",
+    ...                "dev_thresholds": {"first-crop": 0.3, "window-mean": 0.1}})
+    0.1
+    """
+    thresholds = dict(meta.get("dev_thresholds") or {})
+    if meta.get("dev_threshold") is not None:
+        thresholds.setdefault(meta.get("dev_threshold_convention", FIRST_CROP), meta["dev_threshold"])
+    return thresholds.get(convention)
 
 
 @dataclass
@@ -54,11 +84,12 @@ class Detector:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, **options: Any) -> "Detector":
-        """The final model of a run directory, with the run's input length and dev EER threshold."""
+        """The final model of a run directory, with the run's input length and its dev EER threshold of
+        ``window-mean`` scores (None when the run has none: see the module notes)."""
         from plastispoof.runs import load_run_model
 
         model, meta = load_run_model(run_dir)
-        return cls(model, meta["input"]["num_samples"], meta["input"]["sample_rate"], meta.get("dev_threshold"),
+        return cls(model, meta["input"]["num_samples"], meta["input"]["sample_rate"], run_threshold(meta),
                    **options)
 
     @classmethod
@@ -90,6 +121,16 @@ class Detector:
         if self.threshold is None:
             return None
         return "bonafide" if score > self.threshold else "spoof"
+
+    def fit_threshold(self, trials: list[Any]) -> tuple[float, float]:
+        """Score ``trials`` (:class:`~plastispoof.data.trials.Trial` s of a dev set) as this detector scores
+        files, and decide from now on at the EER threshold of those scores. Returns ``(eer, threshold)``."""
+        from plastispoof.metrics import compute_eer
+
+        scores = [(trial.label == "bonafide", self.score_file(trial.path)) for trial in trials]
+        eer, self.threshold = compute_eer([s for bonafide, s in scores if bonafide],
+                                          [s for bonafide, s in scores if not bonafide])
+        return eer, self.threshold
 
     def score_paths(self, paths: list[str | Path]) -> list[ScoreResult]:
         """Score files and folders (searched recursively for audio files); a file that fails is reported in

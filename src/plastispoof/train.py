@@ -45,6 +45,7 @@ from plastispoof.data.trials import Trial
 from plastispoof.errors import InputError
 from plastispoof.evaluate import score_trials
 from plastispoof.fileio import atomic_write_json, atomic_write_text
+from plastispoof.inference import FIRST_CROP, WINDOW_MEAN, Detector
 from plastispoof.metrics import compute_eer
 from plastispoof.models.base import build_model, count_parameters
 
@@ -653,7 +654,7 @@ class Trainer:
 
         if self.dist.is_main:
             runs.save_weights(self.model.state_dict(), self.run_dir / runs.MODEL)
-            self._write_meta(finished=True)
+            self._write_meta(finished=True, window_mean_threshold=self._window_mean_dev_threshold())
             plot_training_curves(runs.read_jsonl(self.run_dir / runs.METRICS), self.run_dir / "plots" / "training.png",
                                  title=self.cfg.name)
         self.console.print(f"run {self.run_dir} finished: dev EER {100 * self.progress.stages[-1]['dev_eer']:.2f} %")
@@ -695,13 +696,26 @@ class Trainer:
                 "seed": self.cfg.seed, "world_size": self.dist.world_size,
                 "versions": runs.environment_versions(), "git_commit": runs.git_commit()}
 
-    def _write_meta(self, finished: bool) -> None:
+    def _window_mean_dev_threshold(self) -> float:
+        """The final model's dev EER threshold for whole-file scores made as a Detector makes them (the mean over
+        windows); the epochs' dev scores are first crops, and a threshold only fits scores made alike."""
+        data = self.cfg.data
+        detector = Detector(self.model, data.num_samples, data.sample_rate, batch_size=data.eval_batch_size,
+                            device=self.device)
+        return detector.fit_threshold(self.dev_trials)[1]
+
+    def _write_meta(self, finished: bool, window_mean_threshold: float | None = None) -> None:
         if not self.dist.is_main:
             return
         last = self.progress.stages[-1]
+        # dev_threshold stays the first-crop one (model selection uses it); dev_thresholds names each convention.
+        thresholds = {FIRST_CROP: last["dev_threshold"]}
+        if window_mean_threshold is not None:
+            thresholds[WINDOW_MEAN] = window_mean_threshold
         meta = {**self._meta_base, "transforms": self.progress.transforms, "stages": self.progress.stages,
                 "params": last["params"], "trainable_params": last["trainable_params"],
-                "dev_eer": last["dev_eer"], "dev_threshold": last["dev_threshold"], "finished": finished}
+                "dev_eer": last["dev_eer"], "dev_threshold": last["dev_threshold"],
+                "dev_threshold_convention": FIRST_CROP, "dev_thresholds": thresholds, "finished": finished}
         runs.write_meta(self.run_dir, meta)
 
     def _progress_bar(self) -> Progress:
