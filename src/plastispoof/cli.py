@@ -96,17 +96,64 @@ def evaluate(run: Path, dataset: str = typer.Option(..., help="protocol reader n
 def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run directory"),
           model: Optional[str] = typer.Option(None, help="model name for foreign weights, e.g. aasist"),
           weights: Optional[Path] = typer.Option(None, help="foreign .pth state_dict"),
-          as_json: bool = typer.Option(False, "--json")) -> None:
-    """Score audio files or folders (any length); exit 2 if any file failed."""
-    from plastispoof.inference import Detector, format_results
+          calibration: Optional[Path] = typer.Option(None, help="calibration.json (plastispoof calibrate): adds llr "
+                                                                "and p_bonafide; a run's own one is used by default"),
+          prior: float = typer.Option(0.5, help="prior probability of bona fide for p_bonafide and bayes"),
+          operating_point: Optional[str] = typer.Option(None, help="eer (dev EER threshold) | fpr=0.01 (at most 1 % "
+                                                                   "of dev spoofs accepted) | bayes (llr > -logit "
+                                                                   "prior)"),
+          segments: bool = typer.Option(False, "--segments", help="also a timeline: score and llr per window"),
+          plot: Optional[Path] = typer.Option(None, help="folder for one timeline PNG per file"),
+          as_json: bool = typer.Option(False, "--json", help="JSON Lines: one object per file, as each is done")
+          ) -> None:
+    """Score audio files or folders (any length); exit 2 if any file failed.
+
+    score: raw, higher = more bona fide (bona fide logit minus spoof logit; label index 1 = bona fide).
+    llr: natural-log likelihood ratio bona fide vs spoof (needs a calibration); p_bonafide at --prior.
+    """
+    from plastispoof.inference import Detector, format_row, table_header
 
     detector = Detector.from_run(run) if run else Detector.from_weights(model, weights)
-    results = detector.score_paths(paths)
-    typer.echo(json.dumps([r.as_dict() for r in results], indent=1) if as_json else format_results(results))
-    failed = [r for r in results if r.error]
+    if calibration is None and run is not None and (run / "calibration.json").is_file():
+        calibration = run / "calibration.json"
+    if calibration is not None:
+        detector.use_calibration(calibration)
+    calibrated = detector.calibration is not None
+    results = detector.iter_results(paths, operating_point=operating_point, prior=prior,
+                                    segments=segments or plot is not None)
+    total = failed = 0
+    if not as_json:
+        typer.echo(table_header(calibrated))
+    for result in results:
+        total, failed = total + 1, failed + bool(result.error)
+        if plot is not None and not result.error:
+            from plastispoof.timeline import plot_timeline
+
+            plot_timeline(detector, result, plot)
+        if as_json:
+            sys.stdout.write(json.dumps(result.as_dict()) + "\n")
+            sys.stdout.flush()
+        else:
+            typer.echo(format_row(result, calibrated))
     if failed:
-        typer.echo(f"{len(failed)} of {len(results)} files could not be scored", err=True)
+        typer.echo(f"{failed} of {total} files could not be scored", err=True)
         raise typer.Exit(2)
+
+
+@app.command()
+def calibrate(run: Optional[Path] = typer.Argument(None, help="run directory (or --model with --weights)"),
+              dataset: str = typer.Option(..., help="protocol reader name"),
+              root: Path = typer.Option(..., help="corpus root"), subset: str = typer.Option("dev"),
+              model: Optional[str] = typer.Option(None, help="model name for foreign weights, e.g. aasist"),
+              weights: Optional[Path] = typer.Option(None, help="foreign .pth state_dict"),
+              out: Optional[Path] = typer.Option(None, help="calibration file (default RUN/calibration.json)"),
+              prior: float = typer.Option(0.5, help="prior of bona fide the logistic fit weighs the classes by")
+              ) -> None:
+    """Fit score -> LLR (affine, prior-weighted logistic regression) on dev scores pooled like `score`."""
+    from plastispoof.calibration import calibrate as run_calibration, format_calibration
+
+    typer.echo(format_calibration(*run_calibration(run, dataset, root, subset, model=model, weights=weights,
+                                                   out=out, prior=prior)))
 
 
 @app.command()
