@@ -221,7 +221,32 @@ def test_cli_calibrate_then_score_streams_json_lines(tmp_path, corpus):
     assert done.returncode == 2 and "cannot be reached" in done.stderr and "Traceback" not in done.stderr
     table = cli("score", folder, "--run", run)
     assert table.returncode == 0 and "p_bonafide" in table.stdout.splitlines()[0]
+    pictures = cli("score", folder / "a.flac", "--run", run, "--plot", tmp_path / "plots")
+    assert pictures.returncode == 0 and (tmp_path / "plots" / "a.flac.png").is_file()
 
 
 def Path_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
+
+
+# ----------------------------------------------------------------------------------------- timeline picture
+
+
+def test_timeline_figure_draws_the_window_llrs_against_the_threshold(calibrated, run_dir, tmp_path):
+    from plastispoof.timeline import plot_timeline, timeline_figure
+
+    detector = Detector.from_run(run_dir, device="cpu")
+    detector.use_calibration(calibrated[0])
+    rng = np.random.default_rng(8)
+    sf.write(tmp_path / "clip 1.wav", np.concatenate([bonafide_like(rng, 3000), spoof_like(rng, 3000)]),
+             SAMPLE_RATE, subtype="FLOAT")
+    [result] = detector.iter_results([tmp_path / "clip 1.wav"], segments=True, operating_point="eer")
+    figure = timeline_figure(detector, result)
+    wave_axes, spec_axes, score_axes = figure.axes[:3]
+    assert len(wave_axes.lines[0].get_ydata()) == 6000 and spec_axes.images  # waveform and spectrogram
+    curve, threshold_line = score_axes.lines[0], score_axes.lines[1]
+    np.testing.assert_allclose(curve.get_ydata(), [s["llr"] for s in result.segments])
+    np.testing.assert_allclose(curve.get_xdata(), [(s["start_s"] + s["end_s"]) / 2 for s in result.segments])
+    assert threshold_line.get_ydata()[0] == pytest.approx(detector.calibration.llr(result.threshold))
+    png = plot_timeline(detector, result, tmp_path / "plots")
+    assert png == tmp_path / "plots" / "clip_1.wav.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,11 +22,19 @@ def timeline_path(out_dir: str | Path, audio_path: str | Path) -> Path:
 
 
 def plot_timeline(detector, result, out_dir: str | Path) -> Path:
-    """Write the timeline PNG of one scored file (``result`` from :meth:`Detector.iter_results` with segments).
+    """Write the timeline PNG of one scored file (``result`` from :meth:`Detector.iter_results` with segments)
+    to ``out_dir`` (:func:`timeline_path`)."""
+    return save_figure(timeline_figure(detector, result), timeline_path(out_dir, result.path))
+
+
+def timeline_figure(detector, result) -> Figure:
+    """Waveform, spectrogram, and the per-window curve against the threshold (three axes, shared time).
 
     The curve is the llr per window when the detector is calibrated (threshold in the llr domain for ``bayes``,
     else the score threshold mapped through the calibration), otherwise the raw score.
     """
+    if not result.segments:
+        raise ValueError("the timeline needs a result scored with segments=True")
     waveform = load_audio(result.path, detector.sample_rate)
     rate = detector.sample_rate
     times = np.arange(len(waveform)) / rate
@@ -58,4 +66,4 @@ def plot_timeline(detector, result, out_dir: str | Path) -> Path:
     score_axes.set_ylabel("llr (bona fide vs spoof)" if calibrated else "score (higher = bona fide)")
     score_axes.set_xlim(0, max(times[-1] if len(times) else 0, ends.max()))
     score_axes.legend(loc="best", fontsize="small")
-    return save_figure(figure, timeline_path(out_dir, result.path))
+    return figure
