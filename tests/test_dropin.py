@@ -9,11 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from plastispoof.capacity import apply_transforms, build_strategy
 from plastispoof.capacity.dropin import Dropin, GrowthOptions
-from plastispoof.capacity.growth import (GrownModule, NeuronInit, grow_site, grown_modules, materialise,
-                                         prune_added, resolve_count, select_sites, site_width)
+from plastispoof.capacity.growth import (GrownLayer, GrownModule, NeuronInit, grow_site, grown_modules,
+                                         materialise, prune_added, resolve_count, select_sites, site_width)
 from plastispoof.errors import InputError
 from plastispoof.models.base import build_model, count_parameters, get_module
 from plastispoof.registry import MODELS, load_builtins
@@ -95,7 +98,9 @@ def test_dropin_lifecycle_on_every_model(name):
              if key.replace(".base.", ".") not in original and p.numel()}
     train_steps(model, steps=2)
     now = dict(model.named_parameters())
-    for key, value in original.items():  # frozen: untouched, and no weight gradient was ever computed
+    # frozen: untouched and no .grad (that no gradient was even computed and discarded is shown by
+    # test_frozen_dropin_never_computes_a_frozen_weight_gradient)
+    for key, value in original.items():
         parameter = now[key] if key in now else now[_wrapped_key(model, key)]
         assert torch.equal(parameter, value) and parameter.grad is None, key
     unchanged = [key for key, value in added.items() if torch.equal(now[key], value)]
@@ -123,6 +128,102 @@ def _wrapped_key(model: nn.Module, key: str) -> str:
     module_path, _, leaf = key.rpartition(".")
     assert isinstance(get_module(model, module_path), GrownModule), key
     return f"{module_path}.base.{leaf}"
+
+
+class FrozenValueTracker(TorchFunctionMode):
+    """Follows every tensor of a forward pass: is it an *activation* (computed from the model's input) or
+    *weight-derived* (computed from parameters only, e.g. ``cat([W, extra])``)?
+
+    Autograd computes a gradient for a tensor only when it requires grad. An activation's gradient never holds
+    a weight's gradient, whatever weights made it (``conv(x, W)`` with a frozen ``W`` gives ``x`` a gradient
+    and skips ``W``'s). A weight-derived tensor that contains frozen values and requires grad (frozen and new
+    blocks assembled into one weight) does get a full gradient, frozen part included, which is then thrown
+    away: that is what ``violations`` records, with the op that made it.
+    """
+
+    def __init__(self, frozen: list[nn.Parameter], inputs: list[torch.Tensor]):
+        super().__init__()
+        self.activations = {id(t) for t in inputs}
+        self.frozen_derived = {id(p) for p in frozen}
+        self.alive = [*frozen, *inputs]  # keep every tracked tensor alive, so no id is reused
+        self.violations: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        outputs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        if any(id(t) in self.activations for t in inputs):
+            self.activations.update(id(t) for t in outputs)
+        elif any(id(t) in self.frozen_derived for t in inputs):
+            self.frozen_derived.update(id(t) for t in outputs)
+            self.violations += [getattr(func, "__name__", str(func)) for t in outputs if t.requires_grad]
+        self.alive += outputs
+        return out
+
+
+class ConvBackwardLog(TorchDispatchMode):
+    """Every convolution backward kernel: which weight it read and whether it computed that weight's gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[int, bool]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution_backward.default:
+            weight, output_mask = args[2], args[10]
+            self.calls.append((weight.untyped_storage().data_ptr(), bool(output_mask[1])))
+        return func(*args, **(kwargs or {}))
+
+
+def frozen_weight_gradients(model: nn.Module) -> tuple[list[str], ConvBackwardLog]:
+    """One training forward + backward of ``model`` under both probes."""
+    model.train()
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    x = waveforms()
+    with FrozenValueTracker(frozen, [x]) as tracker:
+        loss = F.cross_entropy(model(x), torch.tensor([0, 1]))
+    with ConvBackwardLog() as log:
+        loss.backward()
+    return tracker.violations, log
+
+
+def frozen_storages(model: nn.Module) -> set[int]:
+    return {p.untyped_storage().data_ptr() for p in model.parameters() if not p.requires_grad}
+
+
+@pytest.mark.parametrize("name", ["resnet18", "wav2vec2-small", "ssl-nes2net", "aasist-l"])
+def test_frozen_dropin_never_computes_a_frozen_weight_gradient(name):
+    model = tiny(name)
+    Dropin(GrowthOptions(layers="all"), freeze_original=True).apply(model, torch.Generator().manual_seed(0))
+    violations, log = frozen_weight_gradients(model)
+    assert violations == []
+    # Kernel level: convolutions over frozen weights ran backward (for their inputs) without weight gradients.
+    frozen = frozen_storages(model)
+    over_frozen = [computes_weight_grad for storage, computes_weight_grad in log.calls if storage in frozen]
+    if name == "resnet18":
+        assert len(over_frozen) > 0
+    assert not any(over_frozen)
+
+
+def test_the_probe_catches_a_frozen_block_assembled_into_one_weight(monkeypatch):
+    """Control: the same frozen model, but every grown layer assembles [frozen | new] into one weight (a mask
+    in disguise): its gradient holds the frozen block's, and the probe says so."""
+    model = tiny("resnet18")
+    Dropin(GrowthOptions(layers="all"), freeze_original=True).apply(model, torch.Generator().manual_seed(0))
+    monkeypatch.setattr(GrownLayer, "forward", lambda self, x: self._run(x, *self.full_weight()))
+    violations, log = frozen_weight_gradients(model)
+    assert violations and set(violations) == {"cat"}
+    assert sum(computes_weight_grad for _, computes_weight_grad in log.calls) > 0
+
+
+def test_a_frozen_gru_computes_its_full_weight_gradient_as_documented():
+    """docs/methods.md: the fused GRU needs every weight block in one call, so a frozen GRU's base weight
+    gradient is computed (inside the assembled weights) and discarded; this pins that statement."""
+    model = tiny("grnn")
+    Dropin(GrowthOptions(layers="all"), freeze_original=True).apply(model, torch.Generator().manual_seed(0))
+    violations, _ = frozen_weight_gradients(model)
+    assert violations
 
 
 def test_without_function_preserving_the_outputs_change():
@@ -253,5 +354,11 @@ def test_full_size_resnet18_frozen_trains_exactly_the_added_neurons():
     baseline = count_parameters(model)
     Dropin(GrowthOptions(sites=["layer4.0"]), freeze_original=True).apply(model)
     total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
-    conv1_extra, conv2_extra, bn_extra = 512 * 256 * 9, 512 * 512 * 9, 2 * 512
-    assert total - baseline == trainable == conv1_extra + conv2_extra + bn_extra
+    # The same network written with plain torch layers, block layer4.0 twice as wide inside (1024 channels):
+    wide = build_model("resnet18")
+    block = wide.layer4[0]
+    block.conv1 = nn.Conv2d(256, 1024, 3, stride=2, padding=1, bias=False)
+    block.bn1 = nn.BatchNorm2d(1024)
+    block.conv2 = nn.Conv2d(1024, 512, 3, padding=1, bias=False)
+    assert total == count_parameters(wide)
+    assert total - baseline == trainable == 3_539_968  # the layer4.0 figure of docs/methods.md
