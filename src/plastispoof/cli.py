@@ -262,6 +262,22 @@ def gradcam(run: Path, audio: Path, out: Optional[Path] = typer.Option(None, hel
     typer.echo(f"wrote {gradcam_figure(run, audio, out)}")
 
 
+@app.command()
+def stress(run: Optional[Path] = typer.Argument(None, help="run directory (or --model with --weights)"),
+           model: Optional[str] = typer.Option(None, help="model name for foreign weights, e.g. aasist"),
+           weights: Optional[Path] = typer.Option(None, help="foreign .pth state_dict"),
+           dataset: str = typer.Option(...), root: Path = typer.Option(...), subset: str = typer.Option("eval"),
+           conditions: Optional[str] = typer.Option(None, help="comma list (default: all; see docs/robustness.md)"),
+           out: Optional[Path] = typer.Option(None, help="default: RUN/stress or runs/stress-MODEL"),
+           max_trials: Optional[int] = typer.Option(None, help="a seeded subset of this many trials"),
+           workers: int = typer.Option(0, help="DataLoader workers that make the degraded audio")) -> None:
+    """EER, ΔEER and min t-DCF under codecs, noise, reverberation, packet loss and level/band changes."""
+    from plastispoof.stress import format_stress, stress_command
+
+    typer.echo(format_stress(stress_command(run, model, weights, dataset, root, conditions=_csv(conditions),
+                                            out=out, subset=subset, max_trials=max_trials, num_workers=workers)))
+
+
 def main() -> None:
     from plastispoof.runtime import keep_freed_memory
 
