@@ -93,6 +93,12 @@ def test_model_hash_follows_the_weights(run_dir):
 # -------------------------------------------------------------------------------------- operating points
 
 
+def test_calibration_names_the_conventions_of_stored_thresholds():
+    from plastispoof import calibration, inference
+
+    assert (calibration.FULL_FILE, calibration.FIRST_WINDOW) == (inference.WINDOW_MEAN, inference.FIRST_CROP)
+
+
 def test_fpr_threshold_accepts_at_most_that_share_of_dev_spoofs():
     rng = np.random.default_rng(3)
     spoof = rng.normal(size=1000)
@@ -124,7 +130,7 @@ def test_operating_points_and_their_errors():
 
 def test_dev_scores_are_the_scores_score_returns(calibrated, run_dir, corpus):
     path, data = calibrated
-    assert path == run_dir / "calibration.json" and data["convention"] == "full-file"
+    assert path == run_dir / "calibration.json" and data["convention"] == "window-mean"
     detector = Detector.from_run(run_dir, device="cpu")
     dev = read_dataset("asv19-la", corpus, "dev")
     bonafide = [detector.score_file(t.path) for t in dev if t.label == "bonafide"]
@@ -250,3 +256,22 @@ def test_timeline_figure_draws_the_window_llrs_against_the_threshold(calibrated,
     assert threshold_line.get_ydata()[0] == pytest.approx(detector.calibration.llr(result.threshold))
     png = plot_timeline(detector, result, tmp_path / "plots")
     assert png == tmp_path / "plots" / "clip_1.wav.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------------- evaluate --full
+
+
+def test_evaluate_full_scores_whole_files_like_score_and_names_its_convention(run_dir, corpus):
+    from plastispoof.evaluate import evaluate_run, format_metrics
+
+    first = evaluate_run(run_dir, "asv19-la", corpus, "eval")
+    full = evaluate_run(run_dir, "asv19-la", corpus, "eval", full=True)
+    assert first["convention"] == "first-crop" and "ASVspoof convention" in format_metrics(first)
+    assert full["convention"] == "window-mean" and full["files"]["scores"].endswith("asv19-la-eval-window-mean.txt")
+    detector = Detector.from_run(run_dir, device="cpu")
+    written = dict(line.split() for line in open(full["files"]["scores"]).read().splitlines())
+    eval_trials = read_dataset("asv19-la", corpus, "eval")
+    for trial in eval_trials:
+        assert float(written[trial.utt_id]) == pytest.approx(detector.score_file(trial.path), abs=1e-6)
+    first_scores = dict(line.split() for line in open(first["files"]["scores"]).read().splitlines())
+    assert any(abs(float(first_scores[u]) - float(written[u])) > 1e-4 for u in written)  # 0.3 s files: 5 windows

@@ -40,11 +40,13 @@ from plastispoof.fileio import atomic_write_json
 
 CALIBRATION = "calibration.json"
 KIND = "plastispoof-calibration"
-# How ``plastispoof score`` pools a file (and therefore how the dev scores of a calibration are computed).
-FULL_FILE = "full-file"
+# How ``plastispoof score`` pools a file (and therefore how the dev scores of a calibration are computed): the
+# convention names of plastispoof.inference, which every stored threshold carries.
+FULL_FILE = "window-mean"  # = plastispoof.inference.WINDOW_MEAN (a test keeps them equal)
 FULL_FILE_TEXT = "whole file, half-overlapping windows of the model's input length, mean over windows"
-FIRST_WINDOW = "first-window"
+FIRST_WINDOW = "first-crop"  # = plastispoof.inference.FIRST_CROP
 FIRST_WINDOW_TEXT = "first num_samples samples of each file, repeat-padded when shorter (ASVspoof convention)"
+CONVENTION_TEXT = {FULL_FILE: FULL_FILE_TEXT, FIRST_WINDOW: FIRST_WINDOW_TEXT}
 OPERATING_POINTS = ("eer", "fpr=<X>", "bayes")
 
 
@@ -330,13 +332,14 @@ def decision_threshold(operating_point: str, calibration: Calibration | None, ru
 # ------------------------------------------------------------------------------------------- the verb
 
 
-def dev_scores(detector, trials, show_progress: bool = True) -> dict[str, float]:
-    """``{utt_id: score}`` of every trial, each scored by :meth:`Detector.score_file` (as ``score`` does)."""
+def file_scores(detector, trials, show_progress: bool = True) -> dict[str, float]:
+    """``{utt_id: score}`` of every trial, each scored by :meth:`Detector.score_file` (as ``score`` does: the
+    whole file, window mean). Used for calibration dev scores and ``evaluate --full``."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    progress = Progress(TextColumn("dev scores"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    progress = Progress(TextColumn("scoring whole files"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console, transient=True, disable=not (show_progress and console.is_terminal))
     scores: dict[str, float] = {}
     with progress:
@@ -374,7 +377,7 @@ def calibrate(run: str | Path | None, dataset: str, root: str | Path, subset: st
         raise InputError(f"{dataset} subset {subset!r} has only {next(iter(labels), 'no')} trials "
                          f"({len(trials)}); calibration needs bona fide and spoof trials")
     started = time.perf_counter()
-    scores = dev_scores(detector, trials)
+    scores = file_scores(detector, trials)
     bonafide_ids = [t.utt_id for t in trials if t.label == BONAFIDE]
     spoof_ids = [t.utt_id for t in trials if t.label != BONAFIDE]
     bonafide = _checked([scores[u] for u in bonafide_ids], "bona fide", bonafide_ids)

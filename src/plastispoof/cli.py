@@ -85,11 +85,14 @@ def import_weights(model: str = typer.Argument(..., help="aasist | aasist-l (off
 
 @app.command()
 def evaluate(run: Path, dataset: str = typer.Option(..., help="protocol reader name"),
-             root: Path = typer.Option(..., help="corpus root"), subset: str = typer.Option("eval")) -> None:
+             root: Path = typer.Option(..., help="corpus root"), subset: str = typer.Option("eval"),
+             full: bool = typer.Option(False, "--full", help="score whole files as `score` does (mean over windows); "
+                                                             "default: the first num_samples (ASVspoof convention)")
+             ) -> None:
     """Score a dataset with a trained run: score file, metrics, DET curve and histograms."""
     from plastispoof.evaluate import evaluate_run, format_metrics
 
-    typer.echo(format_metrics(evaluate_run(run, dataset=dataset, root=root, subset=subset)))
+    typer.echo(format_metrics(evaluate_run(run, dataset=dataset, root=root, subset=subset, full=full)))
 
 
 @app.command()

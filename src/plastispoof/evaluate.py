@@ -1,7 +1,9 @@
 """Score a dataset with a trained run: score file, metrics JSON, DET curve and score histograms.
 
-Every trial is scored on its first ``num_samples`` samples (repeat-padded when shorter), the ASVspoof
-evaluation convention; the score is the model's ``score()`` (bona fide logit minus spoof logit unless the model
+By default every trial is scored on its first ``num_samples`` samples (repeat-padded when shorter), the ASVspoof
+evaluation convention (``first-crop``); ``full=True`` (``evaluate --full``) scores whole files exactly as
+``plastispoof score`` does (``window-mean``: the mean over half-overlapping windows). The report names its
+convention, and its outputs carry a ``-window-mean`` suffix in that case; the score is the model's ``score()`` (bona fide logit minus spoof logit unless the model
 says otherwise), higher = more bona fide. :func:`score_trials` is also the trainer's dev evaluation, so dev and
 test numbers come from one code path.
 
@@ -88,23 +90,35 @@ def load_run_and_trials(run_dir: str | Path, dataset: str, root: str | Path, sub
     return cfg, model, meta, trials
 
 
-def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: str = "eval") -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: str = "eval", *,
+                 full: bool = False) -> dict[str, Any]:
     """Score ``subset`` of ``dataset`` under ``root`` with a run's final model; write and return its metrics.
 
     Uses the run's input length, evaluation batch size and workers, and its ``data.max_eval`` (a seeded subset)
-    when set. The returned report is the metrics JSON plus ``files`` (what was written where).
+    when set. ``full``: score whole files as ``plastispoof score`` does instead of the first ``num_samples``.
+    The returned report is the metrics JSON plus ``convention`` (``first-crop`` | ``window-mean``) and its
+    wording, and ``files`` (what was written where).
     """
+    from plastispoof.calibration import CONVENTION_TEXT, file_scores
+    from plastispoof.inference import FIRST_CROP, WINDOW_MEAN, Detector, run_threshold
     from plastispoof.plots import plot_det, plot_score_histograms
 
     run_dir = Path(run_dir)
     cfg, model, meta, trials = load_run_and_trials(run_dir, dataset, root, subset)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
-    scores = score_trials(model.to(device), trials, cfg.data.num_samples, cfg.data.eval_batch_size, device,
-                          sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers)
-    report = compute_report(trials, scores)
+    convention = WINDOW_MEAN if full else FIRST_CROP
+    if full:
+        detector = Detector(model, cfg.data.num_samples, cfg.data.sample_rate, batch_size=cfg.data.eval_batch_size,
+                            device=device)
+        scores = file_scores(detector, trials)
+    else:
+        scores = score_trials(model.to(device), trials, cfg.data.num_samples, cfg.data.eval_batch_size, device,
+                              sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers)
+    report = {**compute_report(trials, scores), "convention": convention,
+              "convention_text": CONVENTION_TEXT[convention]}
 
-    stem = f"{dataset}-{subset}"
+    stem = f"{dataset}-{subset}" + ("-window-mean" if full else "")
     files = {"scores": run_dir / "scores" / f"{stem}.txt", "metrics": run_dir / "scores" / f"{stem}.json",
              "det": run_dir / "plots" / f"det-{stem}.png", "hist": run_dir / "plots" / f"hist-{stem}.png"}
     write_scores(files["scores"], scores)
@@ -112,10 +126,11 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
     bonafide = [scores[t.utt_id] for t in trials if t.label == BONAFIDE]
     spoof = [scores[t.utt_id] for t in trials if t.label != BONAFIDE]
     plot_det(bonafide, spoof, files["det"], title=f"{run_dir.name}: {stem}")
-    plot_score_histograms(bonafide, spoof, files["hist"], threshold=meta.get("dev_threshold"),
-                          title=f"{run_dir.name}: {stem} (line: dev EER threshold)")
+    plot_score_histograms(bonafide, spoof, files["hist"], threshold=run_threshold(meta, convention),
+                          title=f"{run_dir.name}: {stem} (line: dev EER threshold, {convention})")
     runs.append_jsonl(run_dir / runs.METRICS, {
-        "event": "evaluate", "dataset": dataset, "subset": subset, "trials": len(trials), "eer": report["eer"],
+        "event": "evaluate", "dataset": dataset, "subset": subset, "convention": convention,
+        "trials": len(trials), "eer": report["eer"],
         "min_tdcf": report["min_tdcf"], "threshold": report["threshold"],
         "seconds": time.perf_counter() - started, "time": time.time()})
     return {**report, "files": {name: str(path) for name, path in files.items()}}
@@ -124,6 +139,8 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
 def format_metrics(report: dict[str, Any]) -> str:
     """The report of :func:`evaluate_run` as text: the metrics table, then the files written."""
     lines = [format_report(report)]
+    if report.get("convention"):
+        lines += ["", f"scored     {report['convention']}: {report['convention_text']}"]
     if report.get("files"):
         lines += ["", "files"] + [f"  {name:<8} {path}" for name, path in report["files"].items()]
     return "\n".join(lines)
