@@ -117,8 +117,11 @@ def test_forward_on_a_published_length_batch_gives_two_finite_logits(tone_and_no
 
 @needs_checkpoints
 def test_official_model_tells_a_clean_tone_from_white_noise(tone_and_noise_logits):
+    # Neither signal is speech: the published AASIST calls both spoof, and the pure tone far more surely than
+    # the noise. Measured on CPU (2-core VM, 2026-12-01): bona fide logits -5.20 (tone) and -2.78 (noise).
     tone_score, noise_score = tone_and_noise_logits[:, 1]  # the published score: the bona fide logit
-    assert abs(tone_score - noise_score) > 0.1
+    assert tone_score < noise_score - 1.0
+    assert noise_score < 0.0
 
 
 @needs_checkpoints
