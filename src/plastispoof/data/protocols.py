@@ -28,7 +28,7 @@ KEYS = (BONAFIDE, SPOOF)
 UNKNOWN_ATTACK = "unknown"  # spoof attack of corpora that do not name their attacks (FoR, In-the-Wild, CSV)
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 
-# Labels accepted in CSV files (case-insensitive), as documented in formats.md.
+# Labels accepted in CSV files (case-insensitive), as documented in docs/formats.md.
 _CSV_LABELS = {"bonafide": BONAFIDE, "bona-fide": BONAFIDE, "real": BONAFIDE, "genuine": BONAFIDE,
                "1": BONAFIDE, "spoof": SPOOF, "fake": SPOOF, "0": SPOOF}
 
