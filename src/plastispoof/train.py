@@ -6,7 +6,9 @@ best weights on dev EER, and reports its cost: parameters, trainable parameters 
 backward time per step. Methods reach into training only through two hooks: ``auxiliary_loss()`` on any
 module (summed into the loss) and the stage's ``after_epoch`` (True = the parameter set changed; a
 :class:`~plastispoof.capacity.base.Transform` returned there is also recorded, so structural changes made
-during a stage can be replayed when the model is rebuilt).
+during a stage can be replayed when the model is rebuilt). A module may also name parameters that are not
+weights (``no_weight_decay`` / ``no_clip``, e.g. learnt widths): they get weight decay 0 and skip gradient
+clipping (:func:`~plastispoof.capacity.base.marked_parameters`).
 
 Loss: class-weighted cross-entropy, or ``hinge`` = the multi-class margin loss (margin 1) on the two logits,
 i.e. ``max(0, 1 - (z_true - z_other)) / 2`` per utterance (torch's ``multi_margin_loss``, which divides by the
