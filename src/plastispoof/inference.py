@@ -149,9 +149,32 @@ class Detector:
         files, and decide from now on at the EER threshold of those scores. Returns ``(eer, threshold)``."""
         from plastispoof.metrics import compute_eer
 
-        scores = [(trial.label == "bonafide", self.score_file(trial.path)) for trial in trials]
-        eer, self.threshold = compute_eer([s for bonafide, s in scores if bonafide],
-                                          [s for bonafide, s in scores if not bonafide])
+        # Windows of several files share a batch (a dev set is mostly short files, one window each), and each
+        # file's score is the mean of its windows' scores, as in score_waveform.
+        per_file: list[list[torch.Tensor]] = [[] for _ in trials]
+        pending: list[np.ndarray] = []
+        owners: list[int] = []
+
+        def flush() -> None:
+            batch = torch.from_numpy(np.ascontiguousarray(np.stack(pending), dtype=np.float32))
+            with torch.no_grad():
+                scores = model_scores(self.model, batch.to(self.device)).float().cpu()
+            for owner, score in zip(owners, scores):
+                per_file[owner].append(score)
+            pending.clear()
+            owners.clear()
+
+        for index, trial in enumerate(trials):
+            for window in self.windows(load_audio(trial.path, self.sample_rate)):
+                pending.append(window)
+                owners.append(index)
+                if len(pending) == self.batch_size:
+                    flush()
+        if pending:
+            flush()
+        means = [float(torch.stack(scores).mean()) for scores in per_file]
+        eer, self.threshold = compute_eer([m for m, t in zip(means, trials) if t.label == "bonafide"],
+                                          [m for m, t in zip(means, trials) if t.label != "bonafide"])
         return eer, self.threshold
 
     def score_paths(self, paths: list[str | Path]) -> list[ScoreResult]:
