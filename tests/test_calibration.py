@@ -275,3 +275,24 @@ def test_evaluate_full_scores_whole_files_like_score_and_names_its_convention(ru
         assert float(written[trial.utt_id]) == pytest.approx(detector.score_file(trial.path), abs=1e-6)
     first_scores = dict(line.split() for line in open(first["files"]["scores"]).read().splitlines())
     assert any(abs(float(first_scores[u]) - float(written[u])) > 1e-4 for u in written)  # 0.3 s files: 5 windows
+
+
+def test_evaluate_applies_the_runs_calibration_only_to_scores_of_its_convention(calibrated, run_dir, corpus):
+    from plastispoof.evaluate import evaluate_run, format_metrics
+    from plastispoof.llr_metrics import llr_report
+
+    _, data = calibrated
+    full = evaluate_run(run_dir, "asv19-la", corpus, "eval", full=True, bootstrap=100)
+    assert full["calibrated"]["applied"] and full["eer_ci95"][0] <= full["eer"] <= full["eer_ci95"][1]
+    raw = dict(line.split() for line in open(full["files"]["scores"]).read().splitlines())
+    llrs = dict(line.split() for line in open(full["files"]["llr_scores"]).read().splitlines())
+    for utt, score in raw.items():
+        assert float(llrs[utt]) == pytest.approx(data["slope"] * float(score) + data["offset"], abs=1e-6)
+    trials = read_dataset("asv19-la", corpus, "eval")
+    expected = llr_report([float(llrs[t.utt_id]) for t in trials if t.label == "bonafide"],
+                          [float(llrs[t.utt_id]) for t in trials if t.label != "bonafide"])
+    assert {k: full["calibrated"][k] for k in expected} == pytest.approx(expected, rel=1e-5)
+    assert open(full["files"]["reliability"], "rb").read(4) == b"\x89PNG"
+    assert "min Cllr" in format_metrics(full)
+    first = evaluate_run(run_dir, "asv19-la", corpus, "eval", bootstrap=0)
+    assert not first["calibrated"]["applied"] and "--full" in first["calibrated"]["why"]

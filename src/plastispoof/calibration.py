@@ -124,7 +124,8 @@ def fit_logistic(features: np.ndarray, is_bonafide: np.ndarray, prior: float = 0
         return loss, gradient
 
     start = np.zeros(design.shape[1])
-    result = minimize(objective, start, jac=True, method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-10})
+    result = minimize(objective, start, jac=True, method="L-BFGS-B",
+                      options={"maxiter": 10000, "gtol": 1e-12, "ftol": 1e-15})
     if not np.all(np.isfinite(result.x)):
         raise InputError("the logistic fit did not converge (are the dev scores all equal?)")
     return result.x[:-1], float(result.x[-1])

@@ -167,13 +167,36 @@ def metrics(scores: Path = typer.Option(...), protocol: Path = typer.Option(...)
             ties: str = typer.Option("grouped", help="grouped (equal scores are one threshold; order-free) | "
                                                      "official (the ASVspoof scorers' sweep, to compare with "
                                                      "published numbers)"),
+            llr: bool = typer.Option(False, "--llr", help="the scores are natural-log LLRs (calibrated): "
+                                                          "report act DCF, Cllr and min Cllr"),
+            reliability: Optional[Path] = typer.Option(None, help="with --llr: reliability diagram PNG"),
+            bootstrap: int = typer.Option(1000, help="resamples for the 95 % EER intervals (0: none)"),
             as_json: bool = typer.Option(False, "--json")) -> None:
-    """EER, min t-DCF, per-attack EER (and ASVspoof 5 DCFs) of a score file against a protocol."""
+    """EER (with 95 % bootstrap intervals), min t-DCF, per-attack EER (and ASVspoof 5 DCFs) of a score file
+    against a protocol."""
     from plastispoof.metrics import format_report, score_protocol
 
+    if reliability is not None and not llr:
+        raise InputError("--reliability draws predicted probabilities from LLRs: add --llr (calibrated scores)")
     report = score_protocol(scores, protocol, format=format, asv_scores=asv_scores, tdcf_form=tdcf_form,
-                            ties=ties)
+                            ties=ties, llr=llr, bootstrap=bootstrap)
+    if reliability is not None:
+        from plastispoof.llr_metrics import plot_reliability_of_files
+
+        plot_reliability_of_files(scores, protocol, format, reliability)
     typer.echo(json.dumps(report, indent=1) if as_json else format_report(report))
+
+
+@app.command()
+def fuse(scores: List[Path] = typer.Argument(..., help="score files of the systems (utt_id score lines)"),
+         dev_key: Path = typer.Option(..., help="protocol of the dev trials the fusion is fitted on"),
+         out: Path = typer.Option(..., help="fused LLR score file (and OUT.fusion.json)"),
+         prior: float = typer.Option(0.5, help="prior of bona fide the fit weighs the classes by"),
+         format: str = typer.Option("auto", help="format of the dev key")) -> None:
+    """Logistic-regression fusion of several systems into one calibrated LLR score file (fitted on dev)."""
+    from plastispoof.fusion import format_fusion, fuse_score_files
+
+    typer.echo(format_fusion(fuse_score_files(scores, dev_key, out, prior=prior, format=format)))
 
 
 @app.command()

@@ -91,13 +91,17 @@ def load_run_and_trials(run_dir: str | Path, dataset: str, root: str | Path, sub
 
 
 def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: str = "eval", *,
-                 full: bool = False) -> dict[str, Any]:
+                 full: bool = False, bootstrap: int = 1000) -> dict[str, Any]:
     """Score ``subset`` of ``dataset`` under ``root`` with a run's final model; write and return its metrics.
 
     Uses the run's input length, evaluation batch size and workers, and its ``data.max_eval`` (a seeded subset)
     when set. ``full``: score whole files as ``plastispoof score`` does instead of the first ``num_samples``.
     The returned report is the metrics JSON plus ``convention`` (``first-crop`` | ``window-mean``) and its
-    wording, and ``files`` (what was written where).
+    wording, and ``files`` (what was written where). ``bootstrap``: resamples of the EER intervals (0: none).
+
+    When the run holds a ``calibration.json`` of these weights and this convention, the calibrated scores are
+    LLRs: ``calibrated`` reports their ``act_dcf``, ``cllr`` and ``min_cllr``, and the LLR score file and a
+    reliability diagram are written too; otherwise ``calibrated`` says why not.
     """
     from plastispoof.calibration import CONVENTION_TEXT, file_scores
     from plastispoof.inference import FIRST_CROP, WINDOW_MEAN, Detector, run_threshold
@@ -115,7 +119,7 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
     else:
         scores = score_trials(model.to(device), trials, cfg.data.num_samples, cfg.data.eval_batch_size, device,
                               sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers)
-    report = {**compute_report(trials, scores), "convention": convention,
+    report = {**compute_report(trials, scores, bootstrap=bootstrap), "convention": convention,
               "convention_text": CONVENTION_TEXT[convention]}
 
     stem = f"{dataset}-{subset}" + ("-window-mean" if full else "")
@@ -128,6 +132,10 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
     plot_det(bonafide, spoof, files["det"], title=f"{run_dir.name}: {stem}")
     plot_score_histograms(bonafide, spoof, files["hist"], threshold=run_threshold(meta, convention),
                           title=f"{run_dir.name}: {stem} (line: dev EER threshold, {convention})")
+    calibrated = _calibrated_metrics(run_dir, model, convention, trials, scores, stem, files)
+    if calibrated is not None:
+        report["calibrated"] = calibrated
+        atomic_write_json(files["metrics"], {k: v for k, v in report.items() if k != "files"})
     runs.append_jsonl(run_dir / runs.METRICS, {
         "event": "evaluate", "dataset": dataset, "subset": subset, "convention": convention,
         "trials": len(trials), "eer": report["eer"],
@@ -136,11 +144,43 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
     return {**report, "files": {name: str(path) for name, path in files.items()}}
 
 
+def _calibrated_metrics(run_dir: Path, model: nn.Module, convention: str, trials: Sequence[Trial],
+                        scores: dict[str, float], stem: str, files: dict[str, Path]) -> dict[str, Any] | None:
+    """LLR metrics of the run's calibration applied to ``scores`` (None when the run has no calibration)."""
+    from plastispoof.calibration import CALIBRATION, model_hash, read_calibration
+    from plastispoof.llr_metrics import llr_report, plot_reliability, reliability
+
+    path = run_dir / CALIBRATION
+    if not path.is_file():
+        return None
+    calibration = read_calibration(path)
+    if calibration.model_hash != model_hash(model):
+        return {"applied": False, "why": f"{path} belongs to other weights (recalibrate the run)"}
+    if calibration.convention != convention:
+        return {"applied": False, "why": f"{path} was fitted on {calibration.convention} scores; these are "
+                                         f"{convention} (evaluate --full applies it)"}
+    llrs = {utt: float(calibration.llr(score)) for utt, score in scores.items()}
+    bonafide = [llrs[t.utt_id] for t in trials if t.label == BONAFIDE]
+    spoof = [llrs[t.utt_id] for t in trials if t.label != BONAFIDE]
+    files["llr_scores"] = run_dir / "scores" / f"{stem}-llr.txt"
+    files["reliability"] = run_dir / "plots" / f"reliability-{stem}.png"
+    write_scores(files["llr_scores"], llrs)
+    plot_reliability(bonafide, spoof, files["reliability"], title=f"{run_dir.name}: {stem} (calibrated)")
+    return {"applied": True, "calibration": str(path), **llr_report(bonafide, spoof),
+            "reliability": reliability(bonafide, spoof)}
+
+
 def format_metrics(report: dict[str, Any]) -> str:
     """The report of :func:`evaluate_run` as text: the metrics table, then the files written."""
     lines = [format_report(report)]
     if report.get("convention"):
         lines += ["", f"scored     {report['convention']}: {report['convention_text']}"]
+    calibrated = report.get("calibrated")
+    if calibrated and calibrated.get("applied"):
+        lines += [f"calibrated act DCF {calibrated['act_dcf']:.4f}, Cllr {calibrated['cllr']:.4f} bits, "
+                  f"min Cllr {calibrated['min_cllr']:.4f} bits ({calibrated['calibration']})"]
+    elif calibrated:
+        lines += [f"calibration not applied: {calibrated['why']}"]
     if report.get("files"):
         lines += ["", "files"] + [f"  {name:<8} {path}" for name, path in report["files"].items()]
     return "\n".join(lines)

@@ -354,7 +354,7 @@ def read_scores(path: Path | str) -> dict[str, float]:
             continue
         utt_id, value = fields[0], _parse_score(fields[-1])
         if value is None:
-            problems.append(f"line {number} score {fields[-1]!r} is not a finite number")
+            problems.append(f"line {number} score {fields[-1]!r} of {utt_id} is not a finite number")
         elif utt_id in first_seen:
             problems.append(f"line {number} repeats {utt_id} of line {first_seen[utt_id]}")
         else:
@@ -422,8 +422,8 @@ def _check_ids(trials: Sequence[Trial], scores: dict[str, float]) -> None:
 
 
 def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: AsvScores | None = None,
-                   tdcf_form: str = "2019", breakdown: Sequence[str] = ("attack",), ties: str = "grouped"
-                   ) -> dict[str, Any]:
+                   tdcf_form: str = "2019", breakdown: Sequence[str] = ("attack",), ties: str = "grouped",
+                   llr: bool = False, bootstrap: int = 0) -> dict[str, Any]:
     """Every metric of ``scores`` against the protocol ``trials``: the metrics JSON object.
 
     Keys: ``eer`` (fraction), ``threshold`` (scores above it are called bona fide), ``n_bonafide``, ``n_spoof``,
@@ -432,6 +432,9 @@ def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: As
     that attack's trials}, always present), and for every other column in ``breakdown`` (a Trial field or a
     ``Trial.meta`` key, e.g. "codec") ``per_<column>`` = {value: EER of the trials with that value, or None when
     one class is absent there}, and ``ties`` (the tie rule every figure was computed with, module notes).
+    ``scores_are_llr`` says whether ``act_dcf`` and ``cllr`` mean anything: ``llr=True`` (the scores are
+    natural-log LLRs) adds ``min_cllr``. ``bootstrap`` > 0 adds 95 % bootstrap intervals of every EER
+    (``eer_ci95``, ``per_<column>_ci95``, ``bootstrap``: :func:`plastispoof.llr_metrics.eer_cis_for_trials`).
 
     Every protocol trial needs a score and every score a protocol trial; both classes must be present.
 
@@ -466,8 +469,13 @@ def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: As
         "min_dcf": min_dcf(bonafide, spoof, ties=ties),
         "act_dcf": act_dcf(bonafide, spoof),
         "cllr": cllr(bonafide, spoof),
+        "scores_are_llr": llr,
         "ties": ties,
     }
+    if llr:
+        from plastispoof.calibration import min_cllr
+
+        report["min_cllr"] = min_cllr(bonafide, spoof)
     by_attack: dict[str, list[float]] = defaultdict(list)
     for trial in spoof_trials:
         by_attack[trial.attack].append(scores[trial.utt_id])
@@ -476,6 +484,10 @@ def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: As
     for column in breakdown:
         if column != "attack":
             report[f"per_{column}"] = _eer_per_condition(trials, scores, column, ties)
+    if bootstrap:
+        from plastispoof.llr_metrics import eer_cis_for_trials
+
+        report.update(eer_cis_for_trials(trials, scores, breakdown, resamples=bootstrap))
     return report
 
 
@@ -493,7 +505,8 @@ def _eer_per_condition(trials: Sequence[Trial], scores: dict[str, float], column
 
 def score_protocol(scores_path: Path | str, protocol_path: Path | str, *, format: str = "auto",
                    asv_scores: Path | str | None = None, tdcf_form: str = "2019",
-                   breakdown: Sequence[str] = ("attack",), ties: str = "grouped") -> dict[str, Any]:
+                   breakdown: Sequence[str] = ("attack",), ties: str = "grouped", llr: bool = False,
+                   bootstrap: int = 1000) -> dict[str, Any]:
     """Read a score file and a protocol (any format :func:`read_protocol_file` knows) and :func:`compute_report`.
 
     ``asv_scores``: the organisers' ASV score file for t-DCF; without it the pooled fallback rates are used.
@@ -507,33 +520,48 @@ def score_protocol(scores_path: Path | str, protocol_path: Path | str, *, format
     scores = read_scores(scores_path)
     asv = read_asv_scores(asv_scores) if asv_scores is not None else None
     try:
-        return compute_report(trials, scores, asv=asv, tdcf_form=tdcf_form, breakdown=breakdown, ties=ties)
+        return compute_report(trials, scores, asv=asv, tdcf_form=tdcf_form, breakdown=breakdown, ties=ties,
+                              llr=llr, bootstrap=bootstrap)
     except InputError as err:
         raise InputError(f"scores {scores_path} against protocol {protocol_path}: {err}") from None
 
 
-def _table(title: str, column: str, rows: dict[str, float | None]) -> list[str]:
+def _table(title: str, column: str, rows: dict[str, float | None],
+           intervals: dict[str, list[float] | None] | None = None) -> list[str]:
     width = max([len(column)] + [len(name) for name in rows])
-    lines = ["", title, f"  {column:<{width}}  EER %"]
+    lines = ["", title, f"  {column:<{width}}  EER %" + ("   95 % CI" if intervals else "")]
     for name, eer in rows.items():
-        lines.append(f"  {name:<{width}}  " + ("n/a" if eer is None else f"{100 * eer:6.2f}"))
+        interval = (intervals or {}).get(name)
+        lines.append(f"  {name:<{width}}  " + ("n/a" if eer is None else f"{100 * eer:6.2f}")
+                     + (f"   [{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]" if interval else ""))
     return lines
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The metrics of :func:`compute_report` as a plain-text table (EER in %)."""
+    interval = report.get("eer_ci95")
+    boot = report.get("bootstrap", {})
+    llr = report.get("scores_are_llr")
+    llr_lines = [
+        f"act DCF     {report['act_dcf']:.4f}   (threshold -ln 1.9, for LLR scores)",
+        f"Cllr        {report['cllr']:.4f} bits",
+    ] + ([f"min Cllr    {report['min_cllr']:.4f} bits"] if "min_cllr" in report else [])
+    if llr is False:
+        llr_lines = ["act DCF, Cllr: not shown (the scores are not LLRs; pass --llr for calibrated scores)"]
     lines = [
         f"EER         {100 * report['eer']:.2f} %   (threshold {report['threshold']:.6g}; higher = bona fide; "
         f"ties: {report.get('ties', 'grouped')})",
+    ] + ([f"  95 % CI   [{100 * interval[0]:.2f}, {100 * interval[1]:.2f}] %   (bootstrap, {boot.get('resamples')} "
+          f"resamples of {boot.get('unit')}s, seed {boot.get('seed')})"] if interval else []) + [
         f"min t-DCF   {report['min_tdcf']:.4f}   ({report['tdcf_form']} form, ASV: {report['tdcf_asv_source']})",
         f"min DCF     {report['min_dcf']:.4f}",
-        f"act DCF     {report['act_dcf']:.4f}   (threshold -ln 1.9, for LLR scores)",
-        f"Cllr        {report['cllr']:.4f} bits",
+    ] + llr_lines + [
         f"trials      {report['n_bonafide']} bona fide, {report['n_spoof']} spoof",
     ]
-    lines += _table("per attack (all bona fide vs that attack)", "attack", report["per_attack"])
+    lines += _table("per attack (all bona fide vs that attack)", "attack", report["per_attack"],
+                    report.get("per_attack_ci95"))
     for key, rows in report.items():
-        if key.startswith("per_") and key != "per_attack":
+        if key.startswith("per_") and key != "per_attack" and not key.endswith("_ci95"):
             column = key.removeprefix("per_")
-            lines += _table(f"per {column} (trials with that {column})", column, rows)
+            lines += _table(f"per {column} (trials with that {column})", column, rows, report.get(f"{key}_ci95"))
     return "\n".join(lines)
