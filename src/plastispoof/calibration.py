@@ -62,8 +62,12 @@ def model_hash(model: nn.Module) -> str:
     >>> model_hash(a) == model_hash(b), model_hash(a) == model_hash(nn.Linear(2, 2))
     (True, False)
     """
+    return state_hash(model.state_dict())
+
+
+def state_hash(state: dict[str, torch.Tensor]) -> str:
+    """:func:`model_hash` of a state_dict (e.g. the tensors of a run's ``model.safetensors``)."""
     digest = hashlib.sha256()
-    state = model.state_dict()
     for name in sorted(state):
         tensor = state[name].detach().to("cpu").contiguous()
         digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
@@ -392,12 +396,9 @@ def calibrate(run: str | Path | None, dataset: str, root: str | Path, subset: st
     data = calibration.as_dict()
     atomic_write_json(out, data)
     if run is not None and Path(out).resolve() == (Path(run) / CALIBRATION).resolve():
-        try:
-            from plastispoof.card import write_run_card
-        except ImportError:  # the card module arrives with the model card
-            write_run_card = None
-        if write_run_card is not None:
-            write_run_card(run)
+        from plastispoof.card import write_run_card
+
+        write_run_card(run)
     return Path(out), data
 
 

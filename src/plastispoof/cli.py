@@ -200,6 +200,17 @@ def fuse(scores: List[Path] = typer.Argument(..., help="score files of the syste
 
 
 @app.command()
+def info(path: Path = typer.Argument(..., help="run directory, model.onnx export or card.json"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print a model card: model, parameters, training data, strategy, dev EER, calibration, input, score
+    direction, toolkit version and commit."""
+    from plastispoof.card import format_card, read_card
+
+    card = read_card(path)
+    typer.echo(json.dumps(card, indent=1) if as_json else format_card(card))
+
+
+@app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="where runs and the table go"),
          epochs: Optional[int] = typer.Option(None, help="epochs per stage (default: the demo's)")) -> None:
     """Embedded corpus -> Table I for ResNet18 and GRNN on CPU in minutes; prints the table."""

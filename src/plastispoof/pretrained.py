@@ -34,7 +34,7 @@ from torch import nn
 from plastispoof import runs
 from plastispoof.config import apply_overrides, dump_config, validate
 from plastispoof.errors import InputError
-from plastispoof.fileio import atomic_write_json, atomic_write_text
+from plastispoof.fileio import atomic_write_text
 from plastispoof.models.base import build_model, count_parameters
 from plastispoof.registry import MODELS
 
@@ -166,7 +166,9 @@ def write_imported_run(out: Path, cfg, model: nn.Module, source: dict[str, Any])
     runs.save_weights(model.state_dict(), out / runs.MODEL)
     atomic_write_text(out / runs.CONFIG, dump_config(cfg))
     runs.write_meta(out, meta)
-    atomic_write_json(out / CARD, card)
+    from plastispoof.card import write_run_card
+
+    write_run_card(out, base=card)  # the shared card format, with the import's source kept
     return out
 
 

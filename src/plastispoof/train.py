@@ -652,11 +652,13 @@ class Trainer:
         self._write_meta(finished=False)
 
     def _finish_run(self) -> None:
+        from plastispoof.card import write_run_card
         from plastispoof.plots import plot_training_curves
 
         if self.dist.is_main:
             runs.save_weights(self.model.state_dict(), self.run_dir / runs.MODEL)
             self._write_meta(finished=True, window_mean_threshold=self._window_mean_dev_threshold())
+            write_run_card(self.run_dir)  # model card: plastispoof.card
             plot_training_curves(runs.read_jsonl(self.run_dir / runs.METRICS), self.run_dir / "plots" / "training.png",
                                  title=self.cfg.name)
         self.console.print(f"run {self.run_dir} finished: dev EER {100 * self.progress.stages[-1]['dev_eer']:.2f} %")
