@@ -692,8 +692,10 @@ class Trainer:
 
     def _describe(self, strategy) -> dict[str, Any]:
         data = self.cfg.data
-        # rebuild_args: a model built from a pretrained folder stores its architecture, so the run needs no folder
-        return {"model": {"name": self.cfg.model.name, "args": self.model.rebuild_args()},
+        # A model built from a pretrained folder stores that folder's architecture, so the run needs no folder.
+        rebuild = self.model.rebuild_args()
+        args = self.cfg.model.args if rebuild == self.model.config else rebuild
+        return {"model": {"name": self.cfg.model.name, "args": args},
                 "strategy": {"name": self.cfg.strategy.name, "args": self.cfg.strategy.args,
                              "reported_stage": strategy.reported_stage},
                 "input": {"num_samples": data.num_samples, "sample_rate": data.sample_rate},
