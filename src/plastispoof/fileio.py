@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path``, on error it is removed.
@@ -19,8 +28,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
     >>> with atomic_path(target) as tmp:
     ...     _ = tmp.write_text("hello")
-    >>> target.read_text()
-    'hello'
+    >>> target.read_text(), oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_UMASK)
+    ('hello', True)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,6 +38,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        # mkstemp makes the file private (0600); a result file gets the permissions any new file would get.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
