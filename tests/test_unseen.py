@@ -90,6 +90,7 @@ def test_table_has_seen_and_held_out_eers_per_family_and_seed_and_reruns_skip(co
         assert (cell["seen_eer"], cell["held_out_eer"]) == (expected["seen_eer"], expected["held_out_eer"])
         assert json.loads((run / "meta.json").read_text())["finished"]
     assert "| tiny | **mean** |" in text and (out / "unseen.png").stat().st_size > 1000
+    assert "Held-out EER % per speaker:\n\n| system | held-out family | LA_0000 | LA_0001 | LA_0002 |" in text
     assert (out / "unseen.csv").read_text().count("\n") == 4  # header, two families, mean
     weights = [Path(c["run"]) / "model.safetensors" for c in cells]
     stamps = [w.stat().st_mtime_ns for w in weights]

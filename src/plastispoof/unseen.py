@@ -183,6 +183,20 @@ def format_markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def format_per_speaker(rows: list[Row]) -> str:
+    """Held-out EER per speaker (mean over seeds): a detector that tells voices apart instead of artefacts shows
+    up as one speaker far from the others."""
+    speakers = sorted({s for row in rows for s in row.per_speaker})
+    if not speakers:
+        return ""
+    lines = ["| system | held-out family | " + " | ".join(speakers) + " |", "|---|---|" + "---|" * len(speakers)]
+    for row in rows:
+        if row.per_speaker:
+            cells = [("—" if row.per_speaker.get(s) is None else f"{100 * row.per_speaker[s]:.1f}") for s in speakers]
+            lines.append(f"| {row.system} | {row.held_out} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def verdicts(rows: list[Row], reference: str, candidates: list[str]) -> list[str]:
     """Per recipe starting from a published checkpoint: does it adapt (seen EER below the zero-shot
     ``reference``'s) and not forget (held-out EER at most 1 point above it)? Compared on the ``mean`` rows (or
@@ -245,6 +259,9 @@ def write_report(cells: list[Cell], out: Path, settings: dict[str, Any]) -> str:
     lines = verdicts(rows, zero_shot[0], adapted) if zero_shot else []
     text = markdown + ("\n\nGoal (adapt on seen families, lose at most 1 point on the held-out one):\n"
                        + "\n".join(lines) if lines else "")
+    speakers = format_per_speaker(rows)
+    if speakers:
+        text += "\n\nHeld-out EER % per speaker:\n\n" + speakers
     atomic_write_text(out / "unseen.md", text + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer)
