@@ -1,8 +1,9 @@
 """Stress tables of runs trained without and with augmentation, mean ± std over seeds (docs/robustness.md).
 
-All runs are scored in one pass over the degraded audio (``plastispoof.stress.score_conditions``: each
-condition's audio is made once and scored by every run), each run's ``stress.{md,csv,json,png}`` is written to
-``RUN/stress/``, and the table of mean ± std EER per condition and group is printed, with the mean EER over the
+The runs not scored yet are scored in one pass over the degraded audio (``plastispoof.stress.score_conditions``:
+each condition's audio is made once and scored by every run); per-utterance scores go to
+``RUN/stress/scores.json`` (so a later call with more seeds reuses them), each run's ``stress.{md,csv,json,png}``
+to ``RUN/stress/``; then the table of mean ± std EER per condition and group is printed, with the mean EER over the
 stressed conditions and its relative change. ``--subset-trials N`` adds the same table on a seeded subset of N
 trials (to set beside a reference scored on that subset only, e.g. ``plastispoof stress --model aasist
 --max-trials N``).
@@ -35,6 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from plastispoof.data.dataset import subsample
+    from plastispoof.fileio import atomic_write_json
     from plastispoof.inference import Detector
     from plastispoof.stress import (CONDITIONS, check_conditions, condition_report, score_conditions,
                                     stress_trials, summary, write_stress)
@@ -43,11 +45,24 @@ def main() -> None:
     runs = [run for group in groups.values() for run in group]
     names = check_conditions(args.conditions.split(",") if args.conditions else None)
     trials = stress_trials(args.dataset, args.root, args.subset)
-    detectors = {run: Detector.from_run(run) for run in runs}
-    started = time.perf_counter()
-    scores = score_conditions(detectors, trials, names, num_workers=args.workers)
-    seconds = time.perf_counter() - started
-    print(f"# {len(runs)} runs x {len(names)} conditions x {len(trials)} trials in {seconds:.0f} s")
+    # Runs scored before (RUN/stress/scores.json holding every condition) are read back, the others scored now.
+    scores = {}
+    for run in runs:
+        path = Path(run) / "stress" / "scores.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if all(c in saved for c in names):
+                scores[run] = saved
+    todo = [run for run in runs if run not in scores]
+    if todo:
+        started = time.perf_counter()
+        fresh = score_conditions({run: Detector.from_run(run) for run in todo}, trials, names,
+                                 num_workers=args.workers)
+        print(f"# scored {len(todo)} runs x {len(names)} conditions x {len(trials)} trials in "
+              f"{time.perf_counter() - started:.0f} s")
+        for run in todo:
+            atomic_write_json(Path(run) / "stress" / "scores.json", fresh[run])
+            scores[run] = fresh[run]
 
     def tables(chosen, label: str) -> dict:
         rows = {run: condition_report(chosen, {c: {t.utt_id: scores[run][c][t.utt_id] for t in chosen}
