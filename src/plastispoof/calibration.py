@@ -29,14 +29,16 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json
+
+if TYPE_CHECKING:  # PyTorch only for hashing weights: scoring an ONNX export imports this module without it
+    import torch
+    from torch import nn
 
 CALIBRATION = "calibration.json"
 KIND = "plastispoof-calibration"
@@ -58,6 +60,7 @@ def model_hash(model: nn.Module) -> str:
 
     Equal weights give equal hashes whatever device or process they live in; a calibration stores it.
 
+    >>> from torch import nn
     >>> a = nn.Linear(2, 2); b = nn.Linear(2, 2); _ = b.load_state_dict(a.state_dict())
     >>> model_hash(a) == model_hash(b), model_hash(a) == model_hash(nn.Linear(2, 2))
     (True, False)
@@ -67,6 +70,8 @@ def model_hash(model: nn.Module) -> str:
 
 def state_hash(state: dict[str, torch.Tensor]) -> str:
     """:func:`model_hash` of a state_dict (e.g. the tensors of a run's ``model.safetensors``)."""
+    import torch
+
     digest = hashlib.sha256()
     for name in sorted(state):
         tensor = state[name].detach().to("cpu").contiguous()

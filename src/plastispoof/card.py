@@ -106,7 +106,7 @@ def read_card(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"no run directory, card.json or ONNX file at {path}")
     if path.suffix == ".onnx":
-        from plastispoof.onnx_export import read_export_metadata
+        from plastispoof.onnx_runtime import read_export_metadata
 
         return read_export_metadata(path)["card"]
     try:

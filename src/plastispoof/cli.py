@@ -107,6 +107,8 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
                                                                    "prior)"),
           segments: bool = typer.Option(False, "--segments", help="also a timeline: score and llr per window"),
           plot: Optional[Path] = typer.Option(None, help="folder for one timeline PNG per file"),
+          onnx: Optional[Path] = typer.Option(None, help="an ONNX export (plastispoof export): scored with "
+                                                         "onnxruntime, without PyTorch"),
           as_json: bool = typer.Option(False, "--json", help="JSON Lines: one object per file, as each is done")
           ) -> None:
     """Score audio files or folders (any length); exit 2 if any file failed.
@@ -114,9 +116,16 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
     score: raw, higher = more bona fide (bona fide logit minus spoof logit; label index 1 = bona fide).
     llr: natural-log likelihood ratio bona fide vs spoof (needs a calibration); p_bonafide at --prior.
     """
-    from plastispoof.inference import Detector, format_row, table_header
+    from plastispoof.results import format_row, table_header
 
-    detector = Detector.from_run(run) if run else Detector.from_weights(model, weights)
+    if onnx is not None:
+        from plastispoof.onnx_runtime import OnnxDetector
+
+        detector = OnnxDetector.from_onnx(onnx, use_calibration=calibration is None)
+    else:
+        from plastispoof.inference import Detector
+
+        detector = Detector.from_run(run) if run else Detector.from_weights(model, weights)
     if calibration is None and run is not None and (run / "calibration.json").is_file():
         calibration = run / "calibration.json"
     if calibration is not None:
@@ -208,6 +217,18 @@ def info(path: Path = typer.Argument(..., help="run directory, model.onnx export
 
     card = read_card(path)
     typer.echo(json.dumps(card, indent=1) if as_json else format_card(card))
+
+
+@app.command()
+def export(run: Optional[Path] = typer.Argument(None, help="run directory (or --model with --weights)"),
+           out: Path = typer.Option(..., help="the ONNX file to write (card and calibration go beside it)"),
+           model: Optional[str] = typer.Option(None, help="model name for foreign weights, e.g. aasist"),
+           weights: Optional[Path] = typer.Option(None, help="foreign .pth state_dict"),
+           quantize: bool = typer.Option(False, "--quantize", help="int8 dynamic quantisation (onnxruntime)")) -> None:
+    """One ONNX graph with the features inside: raw waveforms (batch, num_samples) -> score (higher = bona fide)."""
+    from plastispoof.onnx_export import export_onnx, format_export
+
+    typer.echo(format_export(out, export_onnx(run, out, model=model, weights=weights, quantize=quantize)))
 
 
 @app.command()

@@ -25,9 +25,8 @@ as JSON Lines), optionally with a per-window timeline (``segments``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,8 +35,9 @@ from torch import nn
 from plastispoof.audio import ASVSPOOF_NUM_SAMPLES, load_audio, sliding_windows
 from plastispoof.errors import InputError
 from plastispoof.evaluate import model_scores
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
+from plastispoof.results import (AUDIO_EXTENSIONS, CalibratedScoring, ScoreResult,  # noqa: F401 - re-exported
+                                 expand_audio_paths, format_results, format_row, table_header,
+                                 window_starts)
 
 # How a score was made; stored beside every threshold, so a threshold is only compared with scores made alike.
 FIRST_CROP = "first-crop"  # the first num_samples samples, repeat-padded (training's dev scores, evaluate)
@@ -62,30 +62,7 @@ def run_threshold(meta: dict[str, Any], convention: str = WINDOW_MEAN) -> float 
     return thresholds.get(convention)
 
 
-@dataclass
-class ScoreResult:
-    """The outcome for one file: its score and decision, or the error that kept it from being scored."""
-
-    path: str
-    score: float | None
-    decision: str | None
-    error: str | None = None
-    llr: float | None = None
-    p_bonafide: float | None = None
-    prior: float | None = None
-    operating_point: str | None = None
-    threshold: float | None = None
-    duration_s: float | None = None
-    model: str | None = None
-    model_hash: str | None = None
-    segments: list[dict[str, float | None]] | None = None
-    note: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Detector:
+class Detector(CalibratedScoring):
     """A model ready to score files: input length, sample rate and decision threshold travel with it."""
 
     def __init__(self, model: nn.Module, num_samples: int, sample_rate: int = 16000,
@@ -122,6 +99,14 @@ class Detector:
         detector = cls(load_official(model_name, weights_path), ASVSPOOF_NUM_SAMPLES, **options)
         detector.name = model_name
         return detector
+
+    @staticmethod
+    def from_onnx(path: str | Path, **options: Any):
+        """An ONNX export (``plastispoof export``) run by onnxruntime, no PyTorch: an
+        :class:`~plastispoof.onnx_runtime.OnnxDetector` with the same scoring methods."""
+        from plastispoof.onnx_runtime import OnnxDetector
+
+        return OnnxDetector.from_onnx(path, **options)
 
     def windows(self, waveform: np.ndarray) -> np.ndarray:
         """The ``(n, num_samples)`` windows a waveform is scored on."""
@@ -205,22 +190,6 @@ class Detector:
             self._model_hash = model_hash(self.model)
         return self._model_hash
 
-    def use_calibration(self, calibration) -> None:
-        """Score with ``calibration`` (a :class:`~plastispoof.calibration.Calibration` or a path to one); one
-        fitted on other weights is refused."""
-        from plastispoof.calibration import read_calibration
-
-        if isinstance(calibration, (str, Path)):
-            source = str(calibration)
-            calibration = read_calibration(calibration)
-        else:
-            source = "the calibration"
-        if calibration.model_hash != self.model_hash:
-            raise InputError(f"{source} belongs to other weights (sha256 {str(calibration.model_hash)[:12]}...) "
-                             f"than this {self.name} model ({self.model_hash[:12]}...); calibrate this model "
-                             "with plastispoof calibrate")
-        self.calibration = calibration
-
     def window_scores(self, waveform: np.ndarray) -> np.ndarray:
         """The score of every window of :meth:`windows` (their mean is :meth:`score_waveform`)."""
         windows = torch.from_numpy(np.ascontiguousarray(self.windows(waveform), dtype=np.float32))
@@ -228,136 +197,3 @@ class Detector:
             scores = [model_scores(self.model, batch.to(self.device)).float().cpu()
                       for batch in windows.split(self.batch_size)]
         return torch.cat(scores).double().numpy()
-
-    def iter_results(self, paths: list[str | Path], *, operating_point: str | None = None, prior: float = 0.5,
-                     segments: bool = False) -> Iterator[ScoreResult]:
-        """Score files and folders one at a time (a result is yielded as soon as its file is done).
-
-        Each result has ``score`` (raw, higher = more bona fide), with a calibration ``llr`` and ``p_bonafide``
-        at ``prior``, a ``decision`` at ``operating_point`` (``eer`` | ``fpr=X`` | ``bayes``; None = ``eer``
-        when a threshold is known, else no decision), ``duration_s``, the model's name and weight hash, and with
-        ``segments`` the timeline ``[{start_s, end_s, score, llr}]`` of its windows. An operating point that
-        cannot be reached is an InputError before any file is scored.
-        """
-        from plastispoof.calibration import decision_threshold, logit
-
-        logit(prior)
-        if operating_point is None and self.calibration is None and self.threshold is None:
-            domain, threshold, point = "score", None, None
-        else:
-            point = operating_point or "eer"
-            domain, threshold = decision_threshold(point, self.calibration, self.threshold, prior)
-        return self._results(expand_audio_paths(paths), point, domain, threshold, prior, segments)
-
-    def _results(self, found: list[tuple[Path, str | None]], point: str | None, domain: str,
-                 threshold: float | None, prior: float, segments: bool) -> Iterator[ScoreResult]:
-        from plastispoof.calibration import logit, sigmoid
-
-        for path, problem in found:
-            base = {"model": self.name, "model_hash": self.model_hash, "operating_point": point,
-                    "threshold": threshold, "prior": prior if self.calibration is not None else None}
-            if problem:
-                yield ScoreResult(str(path), None, None, problem, **base)
-                continue
-            try:
-                waveform = load_audio(path, self.sample_rate)
-                timeline = None
-                if segments:
-                    per_window = self.window_scores(waveform)
-                    score = float(per_window.mean())
-                    timeline = self._timeline(len(waveform), per_window)
-                else:
-                    score = self.score_waveform(waveform)
-            except InputError as err:
-                yield ScoreResult(str(path), None, None, str(err), **base)
-                continue
-            if not np.isfinite(score):
-                yield ScoreResult(str(path), None, None, f"the model gave a NaN or infinite score for {path}", **base)
-                continue
-            llr = p_bonafide = None
-            if self.calibration is not None:
-                llr = float(self.calibration.llr(score))
-                p_bonafide = sigmoid(llr + logit(prior))
-            decision = None
-            if threshold is not None:
-                value = llr if domain == "llr" else score
-                decision = "bonafide" if value > threshold else "spoof"
-            note = None
-            if segments and len(waveform) < self.num_samples:
-                note = (f"shorter than one window ({len(waveform) / self.sample_rate:.3f} s < "
-                        f"{self.num_samples / self.sample_rate:.3f} s): one repeat-padded segment")
-            yield ScoreResult(str(path), score, decision, None, llr, p_bonafide, base["prior"], point, threshold,
-                              len(waveform) / self.sample_rate, self.name, self.model_hash, timeline, note)
-
-    def _timeline(self, length: int, per_window: np.ndarray) -> list[dict[str, float | None]]:
-        starts = window_starts(length, self.num_samples)
-        rate = self.sample_rate
-        return [{"start_s": start / rate, "end_s": min(start + self.num_samples, max(length, 1)) / rate,
-                 "score": float(score),
-                 "llr": float(self.calibration.llr(float(score))) if self.calibration is not None else None}
-                for start, score in zip(starts, per_window)]
-
-
-def window_starts(length: int, window: int, hop: int | None = None) -> list[int]:
-    """Start sample of each window :func:`plastispoof.audio.sliding_windows` cuts from ``length`` samples.
-
-    >>> window_starts(10, 4), window_starts(9, 4, hop=4), window_starts(3, 4)
-    ([0, 2, 4, 6], [0, 4, 5], [0])
-    """
-    hop = max(window // 2, 1) if hop is None else hop
-    if length <= window:
-        return [0]
-    last = length - window
-    starts = list(range(0, last + 1, hop))
-    if starts[-1] != last:
-        starts.append(last)
-    return starts
-
-
-def expand_audio_paths(paths: list[str | Path]) -> list[tuple[Path, str | None]]:
-    """Files as given, folders expanded to their audio files (sorted); a path that does not exist or a folder
-    with no audio comes back with a problem instead."""
-    found: list[tuple[Path, str | None]] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-            found += [(p, None) for p in files] or [(path, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in "
-                                                          f"folder {path}")]
-        elif path.exists():
-            found.append((path, None))
-        else:
-            found.append((path, f"no such file or folder: {path}"))
-    if not found:
-        raise InputError("no audio files or folders were given to score")
-    return found
-
-
-def table_header(calibrated: bool) -> str:
-    """Column names of :func:`format_row` (score: raw, higher = more bona fide)."""
-    llr = f"{'llr':>9}  {'p_bonafide':>10}  " if calibrated else ""
-    return f"{'score':>10}  {llr}{'decision':<8}  {'seconds':>8}  path"
-
-
-def format_row(result: ScoreResult, calibrated: bool) -> str:
-    """One table line for a person (the JSON Lines output carries everything)."""
-    if result.error:
-        return f"{'error':>10}  {'':<{23 if calibrated else 0}}{'':<8}  {'':>8}  {result.path}: {result.error}"
-    llr = f"{result.llr:9.3f}  {result.p_bonafide:10.4f}  " if calibrated else ""
-    line = f"{result.score:10.4f}  {llr}{result.decision or '-':<8}  {result.duration_s:8.2f}  {result.path}"
-    if result.note:
-        line += f"  ({result.note})"
-    for segment in result.segments or []:
-        seg_llr = f"  llr {segment['llr']:8.3f}" if segment["llr"] is not None else ""
-        line += f"\n{'':>10}  {segment['start_s']:8.2f}-{segment['end_s']:<8.2f} s  score {segment['score']:9.4f}{seg_llr}"
-    return line
-
-
-def format_results(results: list[ScoreResult]) -> str:
-    """One line per file: score, decision and path (or the error)."""
-    lines = []
-    for result in results:
-        if result.error:
-            lines.append(f"{'error':>10}  {'':<8}  {result.path}: {result.error}")
-        else:
-            lines.append(f"{result.score:10.4f}  {result.decision or '':<8}  {result.path}")
-    return "\n".join(lines)
