@@ -137,3 +137,19 @@ def test_built_in_models_export_within_1e_4_on_the_embedded_eval_set(name, args,
     assert metadata["num_samples"] == 64600
     differences = [abs(onnx.score_file(path) - reference.score_file(path)) for path in embedded_eval]
     assert max(differences) <= 1e-4, differences
+
+
+def test_quantized_export_is_marked_and_stays_close(calibrated_run, tmp_path):
+    import onnx
+
+    metadata = export_onnx(calibrated_run, tmp_path / "q.onnx", quantize=True)
+    assert metadata["quantized"] and metadata["card"]["export"]["precision"] == "int8 dynamic"
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    assert any(node.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeLSTM")
+               for node in graph.node)  # really quantised
+    rng = np.random.default_rng(3)
+    waves = rng.standard_normal((4, metadata["num_samples"])).astype(np.float32) * 0.1
+    quantized = OnnxDetector.from_onnx(tmp_path / "q.onnx").run(waves)
+    with torch.no_grad():
+        expected = Detector.from_run(calibrated_run, device="cpu").model.score(torch.from_numpy(waves)).numpy()
+    assert np.all(np.isfinite(quantized)) and np.max(np.abs(quantized - expected)) < 0.5
