@@ -226,7 +226,8 @@ def test_cli_calibrate_then_score_streams_json_lines(tmp_path, corpus):
     done = cli("score", folder, "--run", run, "--operating-point", "fpr=0.01")
     assert done.returncode == 2 and "cannot be reached" in done.stderr and "Traceback" not in done.stderr
     table = cli("score", folder, "--run", run)
-    assert table.returncode == 0 and "p_bonafide" in table.stdout.splitlines()[0]
+    assert table.returncode == 0 and "p_bonafide" in table.stdout.splitlines()[1]
+    assert table.stdout.startswith("# decision at eer: bona fide when score > ")
     pictures = cli("score", folder / "a.flac", "--run", run, "--plot", tmp_path / "plots")
     assert pictures.returncode == 0 and (tmp_path / "plots" / "a.flac.png").is_file()
 

@@ -83,6 +83,7 @@ class CalibratedScoring:
         else:
             point = operating_point or "eer"
             domain, threshold = decision_threshold(point, self.calibration, self.threshold, prior)
+        self.decision_rule = describe_rule(point, domain, threshold, prior)
         return self._results(expand_audio_paths(paths), point, domain, threshold, prior, segments)
 
     def _results(self, found: list[tuple[Path, str | None]], point: str | None, domain: str,
@@ -166,6 +167,15 @@ def expand_audio_paths(paths: list[str | Path]) -> list[tuple[Path, str | None]]
     if not found:
         raise InputError("no audio files or folders were given to score")
     return found
+
+
+def describe_rule(point: str | None, domain: str, threshold: float | None, prior: float) -> str:
+    """One line saying how decisions are taken (the table's first line)."""
+    if threshold is None:
+        return "decision: none (no dev threshold of window-mean scores; calibrate the model or fit one)"
+    if domain == "llr":
+        return f"decision at {point}: bona fide when llr > {threshold + 0.0:.4g} (= -logit of prior {prior:g})"
+    return f"decision at {point}: bona fide when score > {threshold:.6g}"
 
 
 def table_header(calibrated: bool) -> str:
