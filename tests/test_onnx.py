@@ -147,6 +147,13 @@ def test_quantized_export_is_marked_and_stays_close(calibrated_run, tmp_path):
     graph = onnx.load(str(tmp_path / "q.onnx")).graph
     assert any(node.op_type in ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeLSTM")
                for node in graph.node)  # really quantised
+    from plastispoof.onnx_export import fixed_feature_nodes
+
+    export_onnx(calibrated_run, tmp_path / "f.onnx")
+    fixed = fixed_feature_nodes(onnx.load(str(tmp_path / "f.onnx")),
+                                Detector.from_run(calibrated_run, device="cpu").model)
+    kept = {node.name: node.op_type for node in graph.node}
+    assert fixed and all(kept.get(name) in ("MatMul", "Conv", "Gemm") for name in fixed)  # features stay float
     rng = np.random.default_rng(3)
     waves = rng.standard_normal((4, metadata["num_samples"])).astype(np.float32) * 0.1
     quantized = OnnxDetector.from_onnx(tmp_path / "q.onnx").run(waves)
