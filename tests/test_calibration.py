@@ -297,3 +297,18 @@ def test_evaluate_applies_the_runs_calibration_only_to_scores_of_its_convention(
     assert "min Cllr" in format_metrics(full)
     first = evaluate_run(run_dir, "asv19-la", corpus, "eval", bootstrap=0)
     assert not first["calibrated"]["applied"] and "--full" in first["calibrated"]["why"]
+
+
+def test_foreign_weights_calibrate_into_a_named_file(corpus, tmp_path):
+    from plastispoof.models.base import build_model
+
+    torch_module = __import__("torch")
+    torch_module.manual_seed(0)
+    torch_module.save(build_model("aasist-l").state_dict(), tmp_path / "aasist-l.pth")
+    with pytest.raises(InputError, match="--out"):
+        calibrate(None, "asv19-la", corpus, "dev", model="aasist-l", weights=tmp_path / "aasist-l.pth")
+    path, data = calibrate(None, "asv19-la", corpus, "dev", model="aasist-l", weights=tmp_path / "aasist-l.pth",
+                           out=tmp_path / "aasist-l.calibration.json", device="cpu")
+    detector = Detector.from_weights("aasist-l", tmp_path / "aasist-l.pth", device="cpu")
+    detector.use_calibration(path)  # the hash of the same weights matches
+    assert data["model"] == "aasist-l" and data["n_bonafide"] == 8 and data["input"]["num_samples"] == 64600
