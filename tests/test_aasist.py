@@ -342,3 +342,95 @@ def test_growth_sites_widen_without_changing_the_output():
         set_module(model, conv2, consumer)
     with torch.no_grad():
         torch.testing.assert_close(model(waveform), before)
+
+
+# --- CPU fast paths: the same function as the whole-map layers -------------------------------------------------
+
+def _with_random_norms(model: nn.Module, seed: int) -> nn.Module:
+    """Running statistics and affine weights away from 0/1, so that folding bn2 into conv1 is really tested."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            _randomise_norm(module, gen)
+    return model
+
+
+def _fast_and_whole(model: nn.Module, run):
+    """``run(model)`` with the CPU fast paths on, then off (the plain layers on whole maps)."""
+    results = []
+    for fast in (True, False):
+        model.cpu_fast_paths = fast
+        results.append(run(model))
+    model.cpu_fast_paths = True
+    return results
+
+
+@pytest.mark.parametrize("slice_elements", [4000, None])  # many slices (every edge case), and the default
+@pytest.mark.parametrize("samples", [2315, 16000, 20001])  # shortest input, 1 s, a length the pools do not divide
+def test_sliced_inference_computes_the_whole_map_encoder(monkeypatch, slice_elements, samples):
+    from plastispoof.models import aasist
+
+    if slice_elements is not None:
+        monkeypatch.setattr(aasist, "_SLICE_ELEMENTS", slice_elements)
+    sliced_blocks = []
+    monkeypatch.setattr(aasist, "_block_inference",
+                        lambda block, x, inner=aasist._block_inference: sliced_blocks.append(block) or inner(block, x))
+    torch.manual_seed(0)
+    model = _with_random_norms(build_model("aasist-l"), seed=1).eval()
+    waveform = 0.2 * torch.randn(2, samples, generator=torch.Generator().manual_seed(samples))
+    with torch.no_grad():
+        (fast_map, fast_logits), (whole_map, whole_logits) = _fast_and_whole(
+            model, lambda m: (m.encode(waveform), m(waveform)))
+    assert len(sliced_blocks) == 2 * 2 * 6  # encode and forward, two utterances, six blocks: it really ran
+    assert fast_map.shape == whole_map.shape
+    torch.testing.assert_close(fast_map, whole_map, rtol=1e-5, atol=1e-5 * whole_map.abs().max().item())
+    torch.testing.assert_close(fast_logits, whole_logits, rtol=1e-5, atol=1e-5)
+
+
+@needs_checkpoints
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_official_scores_are_the_same_on_the_fast_path(name, official):
+    model = official[name]
+    waveform = torch.stack([speech_like(seed=5)[:SR], 0.1 * torch.randn(SR, generator=torch.Generator().manual_seed(5))])
+    with torch.inference_mode():
+        fast, whole = _fast_and_whole(model, lambda m: m.score(waveform))
+    torch.testing.assert_close(fast, whole, rtol=0, atol=1e-5)
+
+
+def test_training_on_the_fast_path_gives_the_whole_map_gradients_and_running_statistics():
+    import copy
+
+    torch.manual_seed(0)
+    model = build_model("aasist-l").train()
+    waveform = 0.2 * torch.randn(2, SR, generator=torch.Generator().manual_seed(7))
+    target = torch.tensor([0, 1])
+    results = []
+    for fast in (True, False):
+        twin = copy.deepcopy(model)
+        twin.cpu_fast_paths = fast
+        torch.manual_seed(1)  # the same dropout masks
+        logits = twin(waveform)
+        F.cross_entropy(logits, target).backward()
+        results.append((logits.detach(), {k: p.grad for k, p in twin.named_parameters() if p.grad is not None},
+                        {k: b.clone() for k, b in twin.named_buffers() if b.is_floating_point()}))
+    (fast_logits, fast_grads, fast_stats), (whole_logits, whole_grads, whole_stats) = results
+    torch.testing.assert_close(fast_logits, whole_logits, rtol=1e-5, atol=1e-6)
+    assert fast_grads.keys() == whole_grads.keys()
+    scale = max(g.abs().max().item() for g in whole_grads.values())
+    for key in whole_grads:
+        torch.testing.assert_close(fast_grads[key], whole_grads[key], rtol=1e-5, atol=1e-6 * scale, msg=key)
+    for key in whole_stats:
+        torch.testing.assert_close(fast_stats[key], whole_stats[key], rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_a_gradient_for_the_waveform_takes_the_whole_map_path_and_is_the_same():
+    torch.manual_seed(0)
+    model = _with_random_norms(build_model("aasist-l"), seed=2).eval()
+    grads = []
+    for fast in (True, False):
+        model.cpu_fast_paths = fast
+        waveform = (0.2 * torch.randn(1, 8000, generator=torch.Generator().manual_seed(3))).requires_grad_()
+        model.score(waveform).sum().backward()
+        grads.append(waveform.grad)
+    model.cpu_fast_paths = True
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-4 * grads[1].abs().max().item())
