@@ -154,3 +154,23 @@ def test_the_shipped_recipe_builds_a_valid_config_for_every_system(corpus, tmp_p
         base = tmp_path / "base" if spec.get("pretrained") and not spec.get("zero_shot") else None
         cfg = system_config(recipe, system, "third", corpus / "lofo" / "third", 42, tmp_path, base, None, [])
         build_strategy(cfg.strategy.name, cfg.strategy.args).stages(cfg.train.epochs)
+
+
+def test_later_invocations_add_to_the_table_and_folders_merge(corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from plastispoof.cli import app
+
+    recipe = write_recipe(tmp_path / "recipe.yaml", with_pretrained=False)
+    first, second = tmp_path / "a", tmp_path / "b"
+    reproduce_unseen(corpus, families=["pair"], seeds=[1], out=first, recipe_path=recipe)
+    text = reproduce_unseen(corpus, families=["third"], seeds=[1], out=first, recipe_path=recipe)
+    assert "| tiny | pair |" in text and "| tiny | third |" in text  # the first invocation's row stays
+    reproduce_unseen(corpus, families=["third"], seeds=[2], out=second, recipe_path=recipe)
+    result = CliRunner().invoke(app, ["reproduce", "unseen", "--merge", f"{first},{second}",
+                                      "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    cells = json.loads((tmp_path / "merged" / "unseen.json").read_text())["cells"]
+    assert sorted((c["held_out"], c["seed"]) for c in cells) == [("pair", 1), ("third", 1), ("third", 2)]
+    assert "| tiny | third |" in result.output and "1,2" in result.output
+

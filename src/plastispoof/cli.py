@@ -281,17 +281,27 @@ def reproduce_tradeoff(dataset: str = typer.Option(...), root: Path = typer.Opti
 
 
 @reproduce_app.command("unseen")
-def reproduce_unseen(root: Path = typer.Option(..., help="corpus written by `plastispoof synth --bonafide/--recipe`"),
+def reproduce_unseen(root: Optional[Path] = typer.Option(None, help="corpus written by `plastispoof synth "
+                                                                     "--bonafide/--recipe`"),
                      systems: Optional[str] = typer.Option(None, help="comma list of configs/unseen.yaml systems"),
                      families: Optional[str] = typer.Option(None, help="held-out families to run (default: all)"),
                      seeds: str = typer.Option("42"),
                      weights: Optional[Path] = typer.Option(None, help="published checkpoint for the pretrained "
                                                                         "systems (e.g. AASIST.pth)"),
                      out: Path = typer.Option(Path("runs/unseen")), epochs: Optional[int] = typer.Option(None),
-                     set_: List[str] = typer.Option([], "--set")) -> None:
+                     set_: List[str] = typer.Option([], "--set"),
+                     merge: Optional[str] = typer.Option(None, help="comma list of benchmark folders: write one "
+                                                                     "table of their results to --out, run nothing")
+                     ) -> None:
     """Train on all attack families but one, score the held-out one, for each family: table and PNG."""
+    from plastispoof.unseen import merge_reports
     from plastispoof.unseen import reproduce_unseen as run_unseen
 
+    if merge:
+        typer.echo(merge_reports([Path(p) for p in _csv(merge) or []], out))
+        return
+    if root is None:
+        raise InputError("say which corpus: --root DIR (written by `plastispoof synth --recipe open-speech`)")
     typer.echo(run_unseen(root=root, systems=_csv(systems), seeds=[int(s) for s in _csv(seeds) or []],
                           families=_csv(families), weights=weights, out=out, epochs=epochs, overrides=set_))
 

@@ -250,12 +250,49 @@ def plot_unseen(rows: list[Row], path: Path, title: str = "") -> Path:
     return save_figure(figure, path)
 
 
+def previous_cells(out: Path) -> list[Cell]:
+    """The cells an earlier invocation wrote to ``out/unseen.json`` (none when there is no report yet)."""
+    path = Path(out) / "unseen.json"
+    if not path.is_file():
+        return []
+    return [Cell(**cell) for cell in json.loads(path.read_text()).get("cells", [])]
+
+
+def merge_cells(*groups: list[Cell]) -> list[Cell]:
+    """One cell per (system, held-out family, seed): a later group's cell replaces an earlier one's."""
+    merged: dict[tuple, Cell] = {}
+    for group in groups:
+        for cell in group:
+            merged[(cell.system, cell.held_out, cell.seed)] = cell
+    return list(merged.values())
+
+
+def merge_reports(sources: list[Path], out: Path) -> str:
+    """One table from the reports of several benchmark folders (e.g. runs made on two machines)."""
+    cells = merge_cells(*(previous_cells(source) for source in sources))
+    if not cells:
+        raise InputError(f"no unseen.json with results in {', '.join(map(str, sources))}")
+    settings = {"merged_from": [str(s) for s in sources], "systems": list(dict.fromkeys(c.system for c in cells)),
+                "recipe": _merged_recipes(sources)}
+    return write_report(cells, Path(out), settings)
+
+
+def _merged_recipes(sources: list[Path]) -> dict[str, Any]:
+    systems: dict[str, Any] = {}
+    for source in sources:
+        path = Path(source) / "unseen.json"
+        if path.is_file():
+            systems.update(json.loads(path.read_text()).get("settings", {}).get("recipe", {}).get("systems", {}))
+    return {"systems": systems}
+
+
 def write_report(cells: list[Cell], out: Path, settings: dict[str, Any]) -> str:
     rows = aggregate(cells)
     markdown = format_markdown(rows)
     specs = settings["recipe"]["systems"]
-    zero_shot = [s for s in settings["systems"] if specs[s].get("zero_shot")]
-    adapted = [s for s in settings["systems"] if specs[s].get("pretrained") and not specs[s].get("zero_shot")]
+    present = list(dict.fromkeys(c.system for c in cells))
+    zero_shot = [s for s in present if specs.get(s, {}).get("zero_shot")]
+    adapted = [s for s in present if specs.get(s, {}).get("pretrained") and not specs.get(s, {}).get("zero_shot")]
     lines = verdicts(rows, zero_shot[0], adapted) if zero_shot else []
     text = markdown + ("\n\nGoal (adapt on seen families, lose at most 1 point on the held-out one):\n"
                        + "\n".join(lines) if lines else "")
@@ -349,6 +386,7 @@ def reproduce_unseen(root: Path, systems: list[str] | None = None, seeds: list[i
         raise InputError(f"weights not found: {weights}")
     overrides = overrides or []
     started = time.perf_counter()
+    earlier = previous_cells(out)  # the table keeps what earlier invocations measured here
     cells: list[Cell] = []
     for system in systems:
         spec = recipe["systems"][system]
@@ -375,7 +413,7 @@ def reproduce_unseen(root: Path, systems: list[str] | None = None, seeds: list[i
                 settings = {"root": str(root), "systems": systems, "families": families, "seeds": seeds,
                             "epochs": epochs, "overrides": overrides, "weights": str(weights) if weights else None,
                             "recipe": recipe, "wall_seconds": time.perf_counter() - started}
-                text = write_report(cells, out, settings)
+                text = write_report(merge_cells(earlier, cells), out, settings)
     return text
 
 
