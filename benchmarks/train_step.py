@@ -6,9 +6,10 @@ loss (plus any method regulariser) is one timing, ``loss.backward()`` the other;
 is not timed. Medians over ``--steps`` steps after ``--warmup`` are printed with the parameter counts
 (wav2vec2 keeps its CNN feature encoder frozen by default, so fewer of its parameters train) and the
 multiply-accumulates of one utterance's forward pass (``torch.utils.flop_counter``: convolutions and matrix
-products; element-wise work is not counted).
+products; element-wise work is not counted), and the forward and backward time per utterance (batch time / batch).
+AASIST against the published implementation: ``benchmarks/aasist_speed.py train --reference PATH``.
 
-    python benchmarks/train_step.py                       # resnet18, grnn, wav2vec2-small, aasist-l; 2 threads
+    python benchmarks/train_step.py                       # resnet18, grnn, wav2vec2-small, aasist-l, aasist; 2 threads
     python benchmarks/train_step.py --with-base           # also wav2vec2 base (slow on a CPU)
     python benchmarks/train_step.py --models grnn --steps 10
 """
@@ -30,7 +31,7 @@ from plastispoof.models.base import build_model, count_parameters
 from plastispoof.runtime import keep_freed_memory
 from plastispoof.train import auxiliary_loss, build_optimizer, classification_loss
 
-MODELS = ["resnet18", "grnn", "wav2vec2-small", "aasist-l"]
+MODELS = ["resnet18", "grnn", "wav2vec2-small", "aasist-l", "aasist"]
 BASE = "wav2vec2"  # the base size: 94 M parameters, several seconds a step on a CPU
 
 
@@ -85,12 +86,13 @@ def main() -> None:
 
     print(f"# {date.today()}  torch {torch.__version__}  {cpu_name()}, {args.threads} threads  batch {args.batch} "
           f"x {args.seconds:g} s, median of {args.steps} after {args.warmup} warm-up")
-    print("| model | params | trainable | GMACs / utterance | forward ms | backward ms |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| model | params | trainable | GMACs / utterance | forward ms | backward ms | forward ms / utt. | "
+          "backward ms / utt. |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
         params, trainable, macs, forward, backward = measure(name, args)
-        print(f"| {name} | {params:,} | {trainable:,} | {macs / 1e9:.2f} | {forward:.0f} | {backward:.0f} |",
-              flush=True)
+        print(f"| {name} | {params:,} | {trainable:,} | {macs / 1e9:.2f} | {forward:.0f} | {backward:.0f} | "
+              f"{forward / args.batch:.0f} | {backward / args.batch:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
