@@ -391,7 +391,8 @@ def test_sliced_inference_computes_the_whole_map_encoder(monkeypatch, slice_elem
 @pytest.mark.parametrize("name", CHECKPOINTS)
 def test_official_scores_are_the_same_on_the_fast_path(name, official):
     model = official[name]
-    waveform = torch.stack([speech_like(seed=5)[:SR], 0.1 * torch.randn(SR, generator=torch.Generator().manual_seed(5))])
+    noise = 0.1 * torch.randn(SR, generator=torch.Generator().manual_seed(5))
+    waveform = torch.stack([speech_like(seed=5)[:SR], noise])
     with torch.inference_mode():
         fast, whole = _fast_and_whole(model, lambda m: m.score(waveform))
     torch.testing.assert_close(fast, whole, rtol=0, atol=1e-5)
