@@ -197,3 +197,17 @@ def test_cli_stress_and_its_bad_input(run_dir, corpus, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "| gain-minus20db | level and band |" in done.stdout
     assert {p.name for p in (tmp_path / "s").iterdir()} == {"stress.md", "stress.csv", "stress.json", "stress.png"}
+
+
+def test_an_onnx_export_is_stressed_like_its_run(run_dir, corpus, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from plastispoof.onnx_export import export_onnx
+
+    export_onnx(run_dir, tmp_path / "grnn.onnx")
+    names = ["clean", "white-10db", "g711-mulaw"]
+    onnx = stress_command(None, None, None, "asv19-la", corpus, conditions=names, onnx=tmp_path / "grnn.onnx")
+    torch_report = stress(Detector.from_run(run_dir, device="cpu"), "asv19-la", corpus, conditions=names,
+                          out=tmp_path / "torch", show_progress=False)
+    assert onnx["files"]["json"] == str(tmp_path / "stress-grnn" / "stress.json")
+    for a, b in zip(onnx["conditions"], torch_report["conditions"]):
+        assert a["condition"] == b["condition"] and a["eer"] == pytest.approx(b["eer"], abs=1e-9)

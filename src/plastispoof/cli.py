@@ -340,12 +340,14 @@ def stress(run: Optional[Path] = typer.Argument(None, help="run directory (or --
            conditions: Optional[str] = typer.Option(None, help="comma list (default: all; see docs/robustness.md)"),
            out: Optional[Path] = typer.Option(None, help="default: RUN/stress or runs/stress-MODEL"),
            max_trials: Optional[int] = typer.Option(None, help="a seeded subset of this many trials"),
-           workers: int = typer.Option(0, help="DataLoader workers that make the degraded audio")) -> None:
+           workers: int = typer.Option(0, help="DataLoader workers that make the degraded audio"),
+           onnx: Optional[Path] = typer.Option(None, help="an ONNX export (plastispoof export) instead")) -> None:
     """EER, ΔEER and min t-DCF under codecs, noise, reverberation, packet loss and level/band changes."""
     from plastispoof.stress import format_stress, stress_command
 
     typer.echo(format_stress(stress_command(run, model, weights, dataset, root, conditions=_csv(conditions),
-                                            out=out, subset=subset, max_trials=max_trials, num_workers=workers)))
+                                            out=out, subset=subset, max_trials=max_trials, num_workers=workers,
+                                            onnx=onnx)))
 
 
 def main() -> None:

@@ -193,7 +193,8 @@ def score_conditions(detectors: Mapping[str, Any], trials: Sequence[Trial], cond
                         TimeRemainingColumn(), console=console, transient=True,
                         disable=not (show_progress and console.is_terminal))
     for detector in detectors.values():
-        detector.model.eval()
+        if hasattr(detector, "model"):
+            detector.model.eval()
     with torch.no_grad(), progress:
         task = progress.add_task("stress", total=len(names) * len(trials), condition="")
         for name in names:
@@ -205,10 +206,17 @@ def score_conditions(detectors: Mapping[str, Any], trials: Sequence[Trial], cond
                 scores[detector][name] = {}
             for waves, indices in loader:
                 for (label, detector), batch in zip(detectors.items(), waves):
-                    values = model_scores(detector.model, batch.to(detector.device)).float().cpu().tolist()
+                    values = _batch_scores(detector, batch)
                     scores[label][name].update((trials[i].utt_id, v) for i, v in zip(indices.tolist(), values))
                 progress.advance(task, len(indices))
     return scores
+
+
+def _batch_scores(detector: Any, batch: torch.Tensor) -> list[float]:
+    """Scores of a ``(n, num_samples)`` batch: a PyTorch detector's model, or an ONNX export's session."""
+    if hasattr(detector, "model"):
+        return model_scores(detector.model, batch.to(detector.device)).float().cpu().tolist()
+    return np.asarray(detector.run(batch.numpy()), dtype=np.float64).reshape(-1).tolist()
 
 
 def condition_report(trials: Sequence[Trial], scores: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
@@ -325,15 +333,19 @@ def format_stress(report: dict[str, Any]) -> str:
 
 def stress_command(run: str | Path | None, model: str | None, weights: str | Path | None, dataset: str,
                    root: str | Path, *, conditions: Sequence[str] | None = None, out: str | Path | None = None,
-                   subset: str = "eval", max_trials: int | None = None, num_workers: int = 0) -> dict[str, Any]:
-    """What ``plastispoof stress`` does: a run (its ``data.max_eval`` applies unless ``max_trials`` is given) or
-    foreign weights, scored under each condition."""
+                   subset: str = "eval", max_trials: int | None = None, num_workers: int = 0,
+                   onnx: str | Path | None = None) -> dict[str, Any]:
+    """What ``plastispoof stress`` does: a run (its ``data.max_eval`` applies unless ``max_trials`` is given),
+    foreign weights or an ONNX export (``plastispoof export``), scored under each condition."""
     from plastispoof.inference import Detector
 
     names = check_conditions(conditions)  # bad names fail before a model is loaded
-    if run is not None and (model or weights):
-        raise InputError("give a run directory or --model with --weights, not both")
-    if run is not None:
+    if sum(x is not None for x in (run, onnx, model or weights or None)) > 1:
+        raise InputError("give one detector: a run directory, --onnx FILE, or --model with --weights, not both")
+    if onnx is not None:
+        detector = Detector.from_onnx(onnx)
+        seed, label, default_out = 42, Path(onnx).name, Path(onnx).parent / f"stress-{Path(onnx).stem}"
+    elif run is not None:
         from plastispoof.runs import read_run_config
 
         detector = Detector.from_run(run)
