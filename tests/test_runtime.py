@@ -15,7 +15,8 @@ class _MallInfo2(ctypes.Structure):
                  "keepcost")]
 
 
-def test_large_buffers_come_from_the_heap_and_stay_after_free():
+@pytest.mark.parametrize("size", [MMAP_THRESHOLD // 2, 2 * MMAP_THRESHOLD])
+def test_large_buffers_come_from_the_heap_and_stay_after_free(size):
     libc = _glibc()
     if libc is None or not hasattr(libc, "mallinfo2"):
         pytest.skip("needs glibc >= 2.33")
@@ -23,7 +24,7 @@ def test_large_buffers_come_from_the_heap_and_stay_after_free():
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
     assert keep_freed_memory()
-    size = MMAP_THRESHOLD // 2  # 16 MiB: above glibc's default threshold (128 KiB), so mmapped by default
+    # 16 MiB: above glibc's default threshold (128 KiB); 64 MiB: above the highest threshold glibc accepts.
     before = libc.mallinfo2()
     buffer = libc.malloc(size)
     during = libc.mallinfo2()

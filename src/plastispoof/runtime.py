@@ -16,6 +16,7 @@ import sys
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 MMAP_THRESHOLD = 32 * 2 ** 20  # glibc's ceiling for this setting on 64-bit systems; larger buffers stay mmapped
 TRIM_THRESHOLD = 2 ** 30  # give memory back only when a whole GiB at the top of the heap is free
 
@@ -32,13 +33,19 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def keep_freed_memory() -> bool:
-    """Let glibc keep freed buffers up to 32 MiB for reuse instead of returning them to the OS at every step.
+    """Let glibc keep freed buffers of any size for reuse instead of returning them to the OS at every step.
+
+    Buffers up to 32 MiB (glibc's ceiling for the mmap threshold) come from the heap; larger ones would still be
+    mmapped and faulted in again at every step (AASIST's first encoder block holds maps of hundreds of MB:
+    3.8-6.2 s of system time per training step on the VM of docs/benchmarks.md, 0.02 s with this), so mmap is
+    switched off for malloc altogether. The price: freed memory goes back to the OS only from the top of the
+    heap, once a whole GiB there is free.
 
     Returns whether the settings took effect (False off Linux/glibc, where nothing is changed). The effect is
-    tested in ``tests/test_runtime.py`` (a 16 MiB buffer comes from the heap and stays there after ``free``).
+    tested in ``tests/test_runtime.py`` (16 and 64 MiB buffers come from the heap and stay there after ``free``).
     """
     libc = _glibc()
     if libc is None:
         return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD,
-                                                                                     TRIM_THRESHOLD))
+    return all(bool(libc.mallopt(option, value)) for option, value in
+               ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_MMAP_MAX, 0)))
