@@ -122,7 +122,7 @@ def test_pretrained_systems_start_from_the_imported_checkpoint_and_get_a_verdict
     meta = runs.read_meta(tuned["run"])
     assert meta["stages"][0]["name"] == "finetune" and 0 < meta["trainable_params"] < meta["params"]
     assert runs.read_run_config(tuned["run"]).strategy.args["baseline_run"] == str(imported)
-    assert "aasist-l-finetune: seen" in text and ("meets the goal" in text or "misses the goal" in text)
+    assert "aasist-l-finetune, third held out: seen" in text and ("meets the goal" in text or "misses the goal" in text)
 
 
 def test_bad_requests_are_one_line_input_errors(corpus, tmp_path):
@@ -173,4 +173,18 @@ def test_later_invocations_add_to_the_table_and_folders_merge(corpus, tmp_path):
     cells = json.loads((tmp_path / "merged" / "unseen.json").read_text())["cells"]
     assert sorted((c["held_out"], c["seed"]) for c in cells) == [("pair", 1), ("third", 1), ("third", 2)]
     assert "| tiny | third |" in result.output and "1,2" in result.output
+
+
+def test_verdicts_compare_each_family_with_the_zero_shot_row_of_the_same_family():
+    from plastispoof.unseen import Row, verdicts
+
+    rows = [Row("zero", "a", (0.30, 0.0), (0.10, 0.0)), Row("zero", "b", (0.40, 0.0), (0.20, 0.0)),
+            Row("zero", "mean", (0.35, 0.05), (0.15, 0.05)),
+            Row("tuned", "a", (0.20, 0.0), (0.105, 0.0)), Row("frozen", "b", (0.45, 0.0), (0.15, 0.0))]
+    lines = verdicts(rows, "zero", ["tuned", "frozen"])
+    assert lines == [
+        "- tuned, a held out: seen 20.0 % vs 30.0 % zero-shot (adapts); held-out +0.5 points (within the 1-point "
+        "budget) -> meets the goal",
+        "- frozen, b held out: seen 45.0 % vs 40.0 % zero-shot (does not adapt); held-out -5.0 points (within the "
+        "1-point budget) -> misses the goal"]
 
