@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0, description="probability that a crop gets it")]
 
@@ -31,6 +31,10 @@ def _range(value: tuple[float, float], low: float, high: float, what: str) -> tu
     return value
 
 
+# An SNR range in dB, checked the same way wherever one is an option.
+SnrRange = Annotated[tuple[float, float], AfterValidator(lambda value: _range(value, -10.0, 100.0, "SNR (dB)"))]
+
+
 class RawBoostOptions(AugmentOptions):
     """RawBoost; the default is the paper's best for logical access: convolutive then impulsive, in series."""
 
@@ -38,13 +42,8 @@ class RawBoostOptions(AugmentOptions):
     algorithms: list[Literal["convolutive", "impulsive", "coloured"]] = Field(
         default_factory=lambda: ["convolutive", "impulsive"], min_length=1)
     combine: Literal["series", "parallel"] = "series"
-    snr_db: tuple[float, float] = Field((10.0, 40.0), description="coloured-noise SNR range (paper: 10-40 dB)")
+    snr_db: SnrRange = Field((10.0, 40.0), description="coloured-noise SNR range (paper: 10-40 dB)")
     p_impulsive: float = Field(10.0, gt=0, le=100, description="max % of samples hit by impulsive noise")
-
-    @field_validator("snr_db")
-    @classmethod
-    def _snr(cls, value: tuple[float, float]) -> tuple[float, float]:
-        return _range(value, -10.0, 100.0, "SNR (dB)")
 
 
 class CodecOptions(AugmentOptions):
@@ -80,16 +79,11 @@ class NoiseOptions(AugmentOptions):
     """Additive noise at an SNR in ``snr_db``: files from ``folder`` (MUSAN layout) or generated ``colours``."""
 
     name: Literal["noise"] = "noise"
-    snr_db: tuple[float, float] = (5.0, 20.0)
+    snr_db: SnrRange = (5.0, 20.0)
     folder: str | None = Field(None, description="MUSAN-layout folder; generated noise when absent")
     categories: list[str] = Field(default_factory=lambda: ["noise"], description="MUSAN category folders")
     colours: list[Literal["white", "pink", "brown", "blue", "violet"]] = Field(
         default_factory=lambda: ["white", "pink", "brown", "blue", "violet"], min_length=1)
-
-    @field_validator("snr_db")
-    @classmethod
-    def _snr(cls, value: tuple[float, float]) -> tuple[float, float]:
-        return _range(value, -10.0, 100.0, "SNR (dB)")
 
 
 class ReverbOptions(AugmentOptions):
