@@ -57,6 +57,58 @@ class Transform(ABC):
         return TRANSFORMS.get_or_fail(record["kind"]).from_record(record)
 
 
+class StrategyOptions(BaseModel):
+    """Base for a strategy's options: unknown keys are errors that name the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptionsTransform(Transform):
+    """A transform whose choices are one pydantic ``Options`` object.
+
+    It serves the step every strategy takes: its own options (a superset with stage fields such as
+    ``baseline_run``) narrowed to the transform's (:meth:`from_strategy`), and the record written as the kind
+    plus those options and read back (a subclass adds what ``apply`` resolved by overriding both).
+
+    >>> from pydantic import Field
+    >>> class ScaleOptions(StrategyOptions):
+    ...     factor: float = Field(2.0, gt=0)
+    >>> class Scale(OptionsTransform):
+    ...     kind, Options = "scale", ScaleOptions
+    ...     def apply(self, model, generator=None):
+    ...         return model
+    >>> class ScaleStrategyOptions(ScaleOptions):
+    ...     baseline_run: str | None = None
+    >>> scale = Scale.from_strategy(ScaleStrategyOptions(factor=3.0, baseline_run="runs/base"))
+    >>> scale.record()
+    {'kind': 'scale', 'factor': 3.0}
+    >>> Scale.from_record(scale.record()).options == scale.options
+    True
+    """
+
+    Options: ClassVar[type[StrategyOptions]]
+
+    def __init__(self, options: StrategyOptions | None = None):
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def options_from(cls, strategy_options: BaseModel) -> StrategyOptions:
+        """The transform's own fields of a strategy's (larger) options object."""
+        return cls.Options(**strategy_options.model_dump(include=set(cls.Options.model_fields)))
+
+    @classmethod
+    def from_strategy(cls, strategy_options: BaseModel, **arguments: Any) -> "OptionsTransform":
+        return cls(cls.options_from(strategy_options), **arguments)
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.options.model_dump()}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "OptionsTransform":
+        # Every key but the kind is an option, so a record with a key the options do not know is an error.
+        return cls(cls.Options(**{key: value for key, value in record.items() if key != "kind"}))
+
+
 # What a stage's ``after_epoch`` hook returns: falsy (no change), True or the Transform it applied (changed).
 AfterEpochResult = Union[bool, None, Transform]
 
@@ -114,12 +166,6 @@ class Stage:
     init_from: str | None = None
     after_epoch: Callable[[nn.Module, int], AfterEpochResult] | None = None
     reset_best: bool = True
-
-
-class StrategyOptions(BaseModel):
-    """Base for a strategy's options: unknown keys are errors that name the key."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class Strategy(ABC):

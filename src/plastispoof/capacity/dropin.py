@@ -23,7 +23,7 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
-from plastispoof.capacity.base import Stage, Strategy, StrategyOptions, Transform
+from plastispoof.capacity.base import OptionsTransform, Stage, Strategy, StrategyOptions
 from plastispoof.capacity.growth import (InitName, LayerChoice, NeuronInit, freeze_original, grow_site,
                                          resolve_count, select_sites)
 from plastispoof.registry import STRATEGIES, TRANSFORMS
@@ -51,13 +51,9 @@ class GrowthOptions(StrategyOptions):
             raise ValueError("give either count or ratio, not both")
         return ratio
 
-    def growth(self) -> "GrowthOptions":
-        """Just the growth fields (subclasses add strategy fields)."""
-        return GrowthOptions(**{name: getattr(self, name) for name in GrowthOptions.model_fields})
-
 
 @TRANSFORMS.register("dropin")
-class Dropin(Transform):
+class Dropin(OptionsTransform):
     """Grow the selected sites; optionally freeze every original parameter.
 
     Sites and counts are resolved on the first ``apply`` (random choices use the given generator) and the
@@ -65,10 +61,11 @@ class Dropin(Transform):
     """
 
     kind = "dropin"
+    Options = GrowthOptions
 
     def __init__(self, options: GrowthOptions | None = None, *, freeze_original: bool = False,
                  train_head: bool = False, planned: list[tuple[str, int]] | None = None):
-        self.options = options or GrowthOptions()
+        super().__init__(options)
         self.freeze_original = freeze_original
         self.train_head = train_head
         self.planned = planned
@@ -125,7 +122,7 @@ class DropinStrategy(Strategy):
 
     def stages(self, epochs: int) -> list[Stage]:
         options = self.options
-        grow = Dropin(options.growth(), freeze_original=self.frozen, train_head=options.train_head)
+        grow = Dropin.from_strategy(options, freeze_original=self.frozen, train_head=options.train_head)
         baseline = [] if options.baseline_run else [Stage("baseline", epochs)]
         return [*baseline, Stage("dropin", epochs, transforms=[grow], init_from=options.baseline_run)]
 

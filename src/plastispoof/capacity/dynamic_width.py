@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from plastispoof.capacity.base import Stage, Strategy, StrategyOptions, Transform
+from plastispoof.capacity.base import OptionsTransform, Stage, Strategy, StrategyOptions, Transform
 from plastispoof.capacity.growth import select_sites, site_width
 from plastispoof.cost import count_flops
 from plastispoof.errors import InputError
@@ -445,14 +445,15 @@ class DynamicWidthSettings(StrategyOptions):
 
 
 @TRANSFORMS.register("dynamic-width")
-class MakeWidthsDynamic(Transform):
+class MakeWidthsDynamic(OptionsTransform):
     """Wrap every chosen site in a :class:`DynamicWidth` gate and attach the model's :class:`FlopBudget`."""
 
     kind = "dynamic-width"
+    Options = DynamicWidthSettings
 
     def __init__(self, settings: DynamicWidthSettings | None = None, sites: list[str] | None = None,
                  groups: list[str] | None = None):
-        self.settings = settings or DynamicWidthSettings()
+        super().__init__(settings)
         self.sites = sites
         self.groups = groups
 
@@ -474,7 +475,7 @@ class MakeWidthsDynamic(Transform):
     def apply(self, model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
         if hasattr(model, BUDGET_NAME):
             raise InputError("the model's widths are already dynamic")
-        settings = self.settings
+        settings = self.options
         sites = self._choose(model)
         # The model says at which rate it reads audio (SpoofModel.sample_rate); no constructor argument holds it.
         sample_rate = getattr(model, "sample_rate", None)
@@ -495,7 +496,7 @@ class MakeWidthsDynamic(Transform):
         return model
 
     def record(self) -> dict[str, Any]:
-        return {"kind": self.kind, "sites": self.sites, **self.settings.model_dump()}
+        return {**super().record(), "sites": self.sites}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "MakeWidthsDynamic":
@@ -557,9 +558,6 @@ class DynamicWidthOptions(DynamicWidthSettings):
     finetune_epochs: int = Field(0, ge=0, description="epochs after the final shrink, widths fixed")
     baseline_run: str | None = Field(None, description="finished baseline run to start from (default: scratch)")
 
-    def settings(self) -> DynamicWidthSettings:
-        return DynamicWidthSettings(**{name: getattr(self, name) for name in DynamicWidthSettings.model_fields})
-
 
 @STRATEGIES.register("dynamic-width")
 class DynamicWidthStrategy(Strategy):
@@ -577,7 +575,7 @@ class DynamicWidthStrategy(Strategy):
 
     def stages(self, epochs: int) -> list[Stage]:
         options = self.options
-        dynamic = MakeWidthsDynamic(options.settings(), sites=options.sites, groups=options.groups)
+        dynamic = MakeWidthsDynamic.from_strategy(options, sites=options.sites, groups=options.groups)
         return [Stage("dynamic", epochs, transforms=[dynamic], init_from=options.baseline_run,
                       after_epoch=self._shrink_now),
                 Stage("shrink", options.finetune_epochs, transforms=[Shrink(final=True)])]

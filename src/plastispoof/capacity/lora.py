@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from plastispoof.capacity.base import Stage, Strategy, StrategyOptions, Transform
+from plastispoof.capacity.base import OptionsTransform, Stage, Strategy, StrategyOptions, Transform
 from plastispoof.errors import InputError, summarise
 from plastispoof.models.base import set_module
 from plastispoof.registry import STRATEGIES, TRANSFORMS
@@ -131,13 +131,11 @@ class LoraOptions(StrategyOptions):
 
 
 @TRANSFORMS.register("lora")
-class LoraTransform(Transform):
+class LoraTransform(OptionsTransform):
     """Freeze the SSL encoder and inject peft LoRA adapters into its targeted linear layers."""
 
     kind = "lora"
-
-    def __init__(self, options: LoraOptions | None = None):
-        self.options = options or LoraOptions()
+    Options = LoraOptions
 
     def apply(self, model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
         from peft import LoraConfig, inject_adapter_in_model
@@ -155,13 +153,6 @@ class LoraTransform(Transform):
             if ".lora_" in name:
                 parameter.requires_grad = True
         return model
-
-    def record(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.options.model_dump()}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "LoraTransform":
-        return cls(LoraOptions(**{k: v for k, v in record.items() if k != "kind"}))
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -219,8 +210,8 @@ class LoraStrategy(Strategy):
         return has_targets(model, LoraOptions().target_modules)
 
     def stages(self, epochs: int) -> list[Stage]:
-        options = LoraOptions(**self.options.model_dump(include=set(LoraOptions.model_fields)))
-        stages = [Stage("lora", epochs, [LoraTransform(options)], init_from=self.options.baseline_run)]
+        stages = [Stage("lora", epochs, [LoraTransform.from_strategy(self.options)],
+                        init_from=self.options.baseline_run)]
         if self.options.merge:
             stages.append(Stage("merge", 0, [LoraMergeTransform()]))
         return stages

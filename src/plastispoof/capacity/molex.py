@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from plastispoof.capacity.base import Stage, Strategy, StrategyOptions, Transform
+from plastispoof.capacity.base import OptionsTransform, Stage, Strategy, StrategyOptions
 from plastispoof.capacity.lora import find_target_linears, freeze_for_adapters, has_targets
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json, atomic_write_text
@@ -220,13 +220,11 @@ class MoLExOptions(StrategyOptions):
 
 
 @TRANSFORMS.register("molex")
-class MoLExTransform(Transform):
+class MoLExTransform(OptionsTransform):
     """Wrap the SSL encoder's targeted linear layers with :class:`MoLExLinear` (or add experts to them)."""
 
     kind = "molex"
-
-    def __init__(self, options: MoLExOptions | None = None):
-        self.options = options or MoLExOptions()
+    Options = MoLExOptions
 
     def apply(self, model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
         opts = self.options
@@ -247,13 +245,6 @@ class MoLExTransform(Transform):
                 module.requires_grad_(True)
             layer.orth_weight, layer.balance_weight = opts.orth_weight, opts.balance_weight
         return model
-
-    def record(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.options.model_dump()}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "MoLExTransform":
-        return cls(MoLExOptions(**{k: v for k, v in record.items() if k != "kind"}))
 
 
 class MoLExStrategyOptions(MoLExOptions):
@@ -279,9 +270,9 @@ class MoLExStrategy(Strategy):
         return has_targets(model, MoLExOptions().targets)
 
     def stages(self, epochs: int) -> list[Stage]:
-        options = MoLExOptions(**self.options.model_dump(include=set(MoLExOptions.model_fields)))
-        name = "molex-adapt" if options.add_experts else "molex"
-        return [Stage(name, epochs, [MoLExTransform(options)], init_from=self.options.baseline_run)]
+        transform = MoLExTransform.from_strategy(self.options)
+        name = "molex-adapt" if transform.options.add_experts else "molex"
+        return [Stage(name, epochs, [transform], init_from=self.options.baseline_run)]
 
 
 # --------------------------------------------------------------------------------------------- expert usage

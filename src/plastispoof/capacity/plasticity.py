@@ -61,5 +61,5 @@ class Plasticity(Strategy):
         grow_epochs = epochs if options.epochs_grow is None else options.epochs_grow
         prune_epochs = epochs if options.epochs_prune is None else options.epochs_prune
         return [*first,
-                Stage("grow", grow_epochs, transforms=[Dropin(options.growth())], init_from=options.baseline_run),
+                Stage("grow", grow_epochs, transforms=[Dropin.from_strategy(options)], init_from=options.baseline_run),
                 Stage("prune", prune_epochs, transforms=[PruneAdded()])]
