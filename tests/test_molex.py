@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from plastispoof.analysis.expert_usage import expert_usage_report
 from plastispoof.capacity.base import apply_transforms, build_strategy
-from plastispoof.capacity.molex import (MoLExLinear, MoLExOptions, MoLExTransform, expert_usage_report,
-                                        molex_layers)
+from plastispoof.capacity.molex import MoLExLinear, MoLExOptions, MoLExTransform, molex_layers
 from plastispoof.config import dump_config
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_text

@@ -319,7 +319,7 @@ def cost(model: str, input_frames: int = typer.Option(200, help="frames of SSL f
 def experts(run: Path, dataset: str = typer.Option(...), root: Path = typer.Option(...),
             subset: str = typer.Option("eval")) -> None:
     """MoLEx expert usage per attack and per layer: a table and a heatmap PNG in the run directory."""
-    from plastispoof.capacity.molex import expert_usage_report
+    from plastispoof.analysis.expert_usage import expert_usage_report
 
     typer.echo(expert_usage_report(run, dataset=dataset, root=root, subset=subset))
 
