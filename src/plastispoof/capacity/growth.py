@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plastispoof.capacity.surgery import (GRU_GATES, LayerWrapper, interleave_gates, output_width, parameter_copy,
+                                          rebuilt, replace_wrappers, site_layers, site_producers, unwrap)
 from plastispoof.errors import InputError
 from plastispoof.models.base import GrowthSite, get_module, set_module
 
@@ -79,18 +81,11 @@ class NeuronInit:
         return self.weight(shape, fans, like)
 
 
-def _parameter(value: torch.Tensor) -> nn.Parameter:
-    return nn.Parameter(value.detach().clone())
-
-
-class GrownModule(nn.Module):
+class GrownModule(LayerWrapper):
     """Base of the wrappers: ``base`` is the original module; every other parameter belongs to added neurons."""
 
-    base: nn.Module
-
     def __init__(self, base: nn.Module):
-        super().__init__()
-        self.base = base
+        super().__init__(base)
         self.added_inputs = 0
         self.added_outputs = 0
 
@@ -146,17 +141,17 @@ class GrownLayer(GrownModule):
         weight, fans = self.base.weight, self._fans()
         to_old = init.outgoing(tuple(self._weight_shaped(weight, self.out_base, count).shape), fans, weight)
         to_new = init.weight(tuple(self._weight_shaped(weight, self.added_outputs, count).shape), fans, weight)
-        self.in_extra = _parameter(torch.cat([self.in_extra, to_old], dim=1))
-        self.out_extra = _parameter(torch.cat([self.out_extra, to_new], dim=1))
+        self.in_extra = parameter_copy(torch.cat([self.in_extra, to_old], dim=1))
+        self.out_extra = parameter_copy(torch.cat([self.out_extra, to_new], dim=1))
 
     def grow_outputs(self, count: int, init: NeuronInit) -> None:
         self.added_outputs += count
         weight, fans = self.base.weight, self._fans()
         rows = init.weight(tuple(self._weight_shaped(weight, count, self.in_base + self.added_inputs).shape),
                            fans, weight)
-        self.out_extra = _parameter(torch.cat([self.out_extra, rows], dim=0))
+        self.out_extra = parameter_copy(torch.cat([self.out_extra, rows], dim=0))
         if self.out_bias is not None:
-            self.out_bias = _parameter(torch.cat([self.out_bias, self.out_bias.new_zeros(count)]))
+            self.out_bias = parameter_copy(torch.cat([self.out_bias, self.out_bias.new_zeros(count)]))
 
     def full_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The grown layer's weight and bias as single tensors (differentiable w.r.t. every block)."""
@@ -186,19 +181,8 @@ class GrownLayer(GrownModule):
 
     def merged(self) -> nn.Module:
         weight, bias = self.full_weight()
-        out_features, in_features = weight.shape[:2]
-        base = self.base
-        if self.is_linear:
-            plain = nn.Linear(in_features, out_features, bias=bias is not None)
-        else:
-            plain = type(base)(in_features, out_features, base.kernel_size, stride=base.stride, padding=base.padding,
-                               dilation=base.dilation, bias=bias is not None, padding_mode=base.padding_mode)
-        plain = plain.to(device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            plain.weight.copy_(weight)
-            if bias is not None:
-                plain.bias.copy_(bias)
-        return plain
+        tensors = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+        return rebuilt(self.base, tensors, requires_grad=True)
 
 
 class GrownBatchNorm(GrownModule):
@@ -238,22 +222,9 @@ class GrownBatchNorm(GrownModule):
         return torch.cat([old, new], dim=1)
 
     def merged(self) -> nn.Module:
-        plain = self._new_norm(self.base.num_features + self.added_outputs)
         base_state, extra_state = self.base.state_dict(), self.extra.state_dict()
-        plain.load_state_dict({key: torch.cat([base_state[key], extra_state[key]]) if value.dim() == 1
-                               else base_state[key] for key, value in plain.state_dict().items()})
-        return plain
-
-
-_GATES = 3  # a GRU stacks its reset, update and new-gate weights along the rows
-
-
-def _interleave_gates(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """Gate-major stacking of old and new units' rows: [r_old; r_new; z_old; z_new; n_old; n_new]."""
-    old_gates = old.reshape(_GATES, old.shape[0] // _GATES, *old.shape[1:])
-    new_gates = new.reshape(_GATES, new.shape[0] // _GATES, *new.shape[1:])
-    merged = torch.cat([old_gates, new_gates], dim=1)
-    return merged.reshape(-1, *old.shape[1:])
+        channels = {key: torch.cat([value, extra_state[key]]) for key, value in base_state.items() if value.dim() == 1}
+        return rebuilt(self.base, channels, requires_grad=True)
 
 
 class GrownGRU(GrownModule):
@@ -271,8 +242,8 @@ class GrownGRU(GrownModule):
         super().__init__(base)
         hidden, inputs = base.hidden_size, base.input_size
         like = base.weight_ih_l0
-        self.ih_in_extra = nn.Parameter(like.new_zeros(_GATES * hidden, 0))  # old units <- new inputs
-        self.hh_in_extra = nn.Parameter(like.new_zeros(_GATES * hidden, 0))  # old units <- new units
+        self.ih_in_extra = nn.Parameter(like.new_zeros(GRU_GATES * hidden, 0))  # old units <- new inputs
+        self.hh_in_extra = nn.Parameter(like.new_zeros(GRU_GATES * hidden, 0))  # old units <- new units
         self.ih_out_extra = nn.Parameter(like.new_zeros(0, inputs))  # new units <- all inputs
         self.hh_out_extra = nn.Parameter(like.new_zeros(0, hidden))  # new units <- all units
         self.bias_ih_extra = nn.Parameter(like.new_zeros(0)) if base.bias else None
@@ -281,46 +252,47 @@ class GrownGRU(GrownModule):
     def _fans(self, recurrent: bool) -> tuple[int, int]:
         hidden = self.base.hidden_size + self.added_outputs
         inputs = hidden if recurrent else self.base.input_size + self.added_inputs
-        return inputs, _GATES * hidden
+        return inputs, GRU_GATES * hidden
 
     def _add_rows(self, rows: torch.Tensor, new_rows: torch.Tensor) -> nn.Parameter:
         """Append ``new_rows`` (gate-major) to ``rows`` (gate-major): new units go last within every gate."""
-        return _parameter(_interleave_gates(rows, new_rows))
+        return parameter_copy(interleave_gates(rows, new_rows))
 
     def grow_inputs(self, count: int, init: NeuronInit) -> None:
         self.added_inputs += count
         like, fans = self.base.weight_ih_l0, self._fans(recurrent=False)
-        to_old = init.outgoing((_GATES * self.base.hidden_size, count), fans, like)
-        to_new = init.weight((_GATES * self.added_outputs, count), fans, like)
-        self.ih_in_extra = _parameter(torch.cat([self.ih_in_extra, to_old], dim=1))
-        self.ih_out_extra = _parameter(torch.cat([self.ih_out_extra, to_new], dim=1))
+        to_old = init.outgoing((GRU_GATES * self.base.hidden_size, count), fans, like)
+        to_new = init.weight((GRU_GATES * self.added_outputs, count), fans, like)
+        self.ih_in_extra = parameter_copy(torch.cat([self.ih_in_extra, to_old], dim=1))
+        self.ih_out_extra = parameter_copy(torch.cat([self.ih_out_extra, to_new], dim=1))
 
     def grow_outputs(self, count: int, init: NeuronInit) -> None:
         self.added_outputs += count
         like = self.base.weight_ih_l0
         hidden_fans, input_fans = self._fans(recurrent=True), self._fans(recurrent=False)
-        to_old = init.outgoing((_GATES * self.base.hidden_size, count), hidden_fans, like)
-        self.hh_in_extra = _parameter(torch.cat([self.hh_in_extra, to_old], dim=1))
+        to_old = init.outgoing((GRU_GATES * self.base.hidden_size, count), hidden_fans, like)
+        self.hh_in_extra = parameter_copy(torch.cat([self.hh_in_extra, to_old], dim=1))
         earlier = self.added_outputs - count
-        hh_rows = torch.cat([self.hh_out_extra, init.weight((_GATES * earlier, count), hidden_fans, like)], dim=1)
+        hh_rows = torch.cat([self.hh_out_extra, init.weight((GRU_GATES * earlier, count), hidden_fans, like)], dim=1)
         width = self.base.hidden_size + self.added_outputs
-        self.hh_out_extra = self._add_rows(hh_rows, init.weight((_GATES * count, width), hidden_fans, like))
+        self.hh_out_extra = self._add_rows(hh_rows, init.weight((GRU_GATES * count, width), hidden_fans, like))
         inputs = self.base.input_size + self.added_inputs
-        self.ih_out_extra = self._add_rows(self.ih_out_extra, init.weight((_GATES * count, inputs), input_fans, like))
+        new_input_rows = init.weight((GRU_GATES * count, inputs), input_fans, like)
+        self.ih_out_extra = self._add_rows(self.ih_out_extra, new_input_rows)
         if self.base.bias:
-            self.bias_ih_extra = self._add_rows(self.bias_ih_extra, like.new_zeros(_GATES * count))
-            self.bias_hh_extra = self._add_rows(self.bias_hh_extra, like.new_zeros(_GATES * count))
+            self.bias_ih_extra = self._add_rows(self.bias_ih_extra, like.new_zeros(GRU_GATES * count))
+            self.bias_hh_extra = self._add_rows(self.bias_hh_extra, like.new_zeros(GRU_GATES * count))
 
     def full_weights(self) -> list[torch.Tensor]:
         """``[weight_ih, weight_hh(, bias_ih, bias_hh)]`` of the grown GRU, in ``nn.GRU``'s layout."""
         base = self.base
         weights = [
-            _interleave_gates(torch.cat([base.weight_ih_l0, self.ih_in_extra], dim=1), self.ih_out_extra),
-            _interleave_gates(torch.cat([base.weight_hh_l0, self.hh_in_extra], dim=1), self.hh_out_extra),
+            interleave_gates(torch.cat([base.weight_ih_l0, self.ih_in_extra], dim=1), self.ih_out_extra),
+            interleave_gates(torch.cat([base.weight_hh_l0, self.hh_in_extra], dim=1), self.hh_out_extra),
         ]
         if base.bias:
-            weights += [_interleave_gates(base.bias_ih_l0, self.bias_ih_extra),
-                        _interleave_gates(base.bias_hh_l0, self.bias_hh_extra)]
+            weights += [interleave_gates(base.bias_ih_l0, self.bias_ih_extra),
+                        interleave_gates(base.bias_hh_l0, self.bias_hh_extra)]
         return weights
 
     def forward(self, x: torch.Tensor, hx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,14 +305,7 @@ class GrownGRU(GrownModule):
                                         False, base.batch_first)
 
     def merged(self) -> nn.Module:
-        base = self.base
-        weights = self.full_weights()
-        plain = nn.GRU(base.input_size + self.added_inputs, base.hidden_size + self.added_outputs, bias=base.bias,
-                       batch_first=base.batch_first).to(device=weights[0].device, dtype=weights[0].dtype)
-        with torch.no_grad():
-            for target, value in zip(plain._flat_weights, weights):
-                target.copy_(value)
-        return plain
+        return rebuilt(self.base, dict(zip(self.base._flat_weights_names, self.full_weights())), requires_grad=True)
 
 
 def _wrap(model: nn.Module, path: str) -> GrownModule:
@@ -360,23 +325,11 @@ def _wrap(model: nn.Module, path: str) -> GrownModule:
     return wrapper
 
 
-_ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
-
-
-def _producers(site: GrowthSite) -> list[str]:
-    if site.kind == "attention":
-        return [f"{site.producer}.{name}" for name in _ATTENTION_PROJECTIONS]
-    return [site.producer]
-
-
 def site_width(model: nn.Module, site: GrowthSite) -> int:
     """How many neurons ``site`` has now (added ones included)."""
-    module = get_module(model, _producers(site)[0])
-    base = module.base if isinstance(module, GrownModule) else module
+    module = get_module(model, site_producers(site)[0])
     added = module.added_outputs if isinstance(module, GrownModule) else 0
-    if isinstance(base, nn.GRU):
-        return base.hidden_size + added
-    return base.weight.shape[0] + added
+    return output_width(unwrap(module)) + added
 
 
 def _head_size(model: nn.Module, site: GrowthSite) -> int:
@@ -402,12 +355,9 @@ def grow_site(model: nn.Module, site: GrowthSite, count: int, init: NeuronInit) 
     """Add ``count`` neurons at ``site``: producer outputs, norm channels and consumer inputs all widen."""
     if count % _head_size(model, site):
         raise InputError(f"growth site {site.name!r}: {count} is not a whole number of attention heads")
-    for path in _producers(site):
-        _wrap(model, path).grow_outputs(count, init)
-    for path in site.norms:
-        _wrap(model, path).grow_outputs(count, init)
-    for path in site.consumers:
-        _wrap(model, path).grow_inputs(count, init)
+    for path, side in site_layers(site):
+        wrapper = _wrap(model, path)
+        (wrapper.grow_outputs if side == "outputs" else wrapper.grow_inputs)(count, init)
 
 
 def select_sites(model: nn.Module, sites: list[str] | None = None, layers: LayerChoice = "random",
@@ -448,7 +398,7 @@ def classifier_head(model: nn.Module) -> nn.Module | None:
     """The layer producing the logits: the last ``Linear`` (possibly grown) with two outputs."""
     head = None
     for module in model.modules():
-        layer = module.base if isinstance(module, GrownLayer) else module
+        layer = unwrap(module)
         if isinstance(layer, nn.Linear) and layer.out_features == 2:
             head = module
     return head
@@ -473,12 +423,6 @@ def freeze_original(model: nn.Module, train_head: bool = False) -> None:
     model._frozen_by_dropin = [*getattr(model, "_frozen_by_dropin", []), *switched_off]
 
 
-def _replace_wrappers(model: nn.Module, replacement) -> nn.Module:
-    for path, wrapper in grown_modules(model).items():
-        set_module(model, path, replacement(wrapper).train(wrapper.training))
-    return model
-
-
 def prune_added(model: nn.Module) -> nn.Module:
     """Remove exactly the added neurons: every wrapper becomes its ``base`` again.
 
@@ -487,7 +431,7 @@ def prune_added(model: nn.Module) -> nn.Module:
     """
     if not grown_modules(model):
         raise InputError("prune-added: the model has no added neurons (was a dropin applied before?)")
-    _replace_wrappers(model, lambda wrapper: wrapper.base)
+    replace_wrappers(model, GrownModule, unwrap)
     for parameter in getattr(model, "_frozen_by_dropin", []):
         parameter.requires_grad_(True)
     model._frozen_by_dropin = []
@@ -496,4 +440,4 @@ def prune_added(model: nn.Module) -> nn.Module:
 
 def materialise(model: nn.Module) -> nn.Module:
     """Merge every wrapper into a plain module of the grown width (same outputs, wider state_dict shapes)."""
-    return _replace_wrappers(model, lambda wrapper: wrapper.merged())
+    return replace_wrappers(model, GrownModule, lambda wrapper: wrapper.merged())
