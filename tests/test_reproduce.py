@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from plastispoof.analysis.recipes import RECIPE, load_recipe, run_config
+from plastispoof.analysis.table1 import Table1Row, aggregate_rows, format_markdown, table1
 from plastispoof.errors import InputError
-from plastispoof.reports import Table1Row, aggregate_rows, format_markdown
-from plastispoof.reproduce import RECIPE, load_recipe, run_config, table1
 
 TINY_RECIPE = {
     "common": {"seed": 42, "data": {"num_samples": 16000, "batch_size": 8, "eval_batch_size": 16},
@@ -91,8 +91,8 @@ def test_table1_on_tiny_corpus(tmp_path, tiny_corpus):
 
 @pytest.mark.slow
 def test_layer_ablation_and_gradcam_on_tiny_corpus(tmp_path, tiny_corpus):
-    from plastispoof.reports import gradcam_figure
-    from plastispoof.reproduce import layer_ablation
+    from plastispoof.analysis.gradcam import gradcam_figure
+    from plastispoof.analysis.layer_sweep import layer_ablation
 
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(TINY_RECIPE))
@@ -115,7 +115,7 @@ def test_gradcam_maps_are_normalised_per_stage():
     import torch
 
     from plastispoof.models.base import build_model
-    from plastispoof.reports import gradcam_maps
+    from plastispoof.analysis.gradcam import gradcam_maps
 
     torch.manual_seed(0)
     model = build_model("resnet18", width=4)

@@ -237,7 +237,7 @@ def export(run: Optional[Path] = typer.Argument(None, help="run directory (or --
 def demo(out: Path = typer.Option(Path("runs/demo"), help="where runs and the table go"),
          epochs: Optional[int] = typer.Option(None, help="epochs per stage (default: the demo's)")) -> None:
     """Embedded corpus -> Table I for ResNet18 and GRNN on CPU in minutes; prints the table."""
-    from plastispoof.reproduce import run_demo
+    from plastispoof.analysis.table1 import run_demo
 
     typer.echo(run_demo(out, epochs=epochs))
 
@@ -250,7 +250,7 @@ def reproduce_table1(dataset: str = typer.Option(...), root: Path = typer.Option
                      epochs: Optional[int] = typer.Option(None),
                      set_: List[str] = typer.Option([], "--set")) -> None:
     """Run every model x strategy x seed (finished ones are skipped) and write Table I."""
-    from plastispoof.reproduce import table1
+    from plastispoof.analysis.table1 import table1
 
     typer.echo(table1(dataset=dataset, root=root, models=_csv(models), strategies=_csv(strategies),
                       seeds=[int(s) for s in _csv(seeds) or []], out=out, epochs=epochs, overrides=set_))
@@ -262,7 +262,7 @@ def reproduce_layers(dataset: str = typer.Option(...), root: Path = typer.Option
                      seeds: str = typer.Option("42"), out: Path = typer.Option(Path("runs/layers")),
                      epochs: Optional[int] = typer.Option(None), set_: List[str] = typer.Option([], "--set")) -> None:
     """Fig. 5: drop in at each layer in turn; EER per layer as a table and a PNG."""
-    from plastispoof.reproduce import layer_ablation
+    from plastispoof.analysis.layer_sweep import layer_ablation
 
     typer.echo(layer_ablation(dataset=dataset, root=root, model=model, strategy=strategy,
                               seeds=[int(s) for s in _csv(seeds) or []], out=out, epochs=epochs, overrides=set_))
@@ -327,7 +327,7 @@ def experts(run: Path, dataset: str = typer.Option(...), root: Path = typer.Opti
 @app.command()
 def gradcam(run: Path, audio: Path, out: Optional[Path] = typer.Option(None, help="PNG path")) -> None:
     """Grad-CAM of each ResNet stage for one audio file, as a PNG."""
-    from plastispoof.reports import gradcam_figure
+    from plastispoof.analysis.gradcam import gradcam_figure
 
     typer.echo(f"wrote {gradcam_figure(run, audio, out)}")
 

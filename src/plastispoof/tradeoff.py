@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
+from plastispoof.analysis.recipes import RECIPE, load_recipe, merge_dicts, run_cell, run_config, run_name
 from plastispoof.config import ExperimentConfig, apply_overrides
 from plastispoof.cost import count_flops, parameter_counts
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_path, atomic_write_text
-from plastispoof.reproduce import RECIPE, load_recipe, merge_dicts, run_cell, run_config, run_name
 
 TRADEOFF_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "dynamic_width" / "tradeoff.yaml"
 STRATEGY = "dynamic-width"

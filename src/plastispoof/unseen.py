@@ -31,11 +31,11 @@ from typing import Any
 
 import yaml
 
+from plastispoof.analysis.recipes import merge_dicts
 from plastispoof.config import ExperimentConfig, apply_overrides, validate
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json, atomic_write_text
 from plastispoof.metrics import compute_eer
-from plastispoof.reproduce import merge_dicts
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "unseen.yaml"
 MANIFEST = "corpus.json"
@@ -357,7 +357,7 @@ def reproduce_unseen(root: Path, systems: list[str] | None = None, seeds: list[i
                      out: Path = Path("runs/unseen"), epochs: int | None = None, overrides: list[str] | None = None,
                      recipe_path: Path = RECIPE) -> str:
     """Run every system x held-out family x seed (finished runs are skipped) and write the table."""
-    from plastispoof.reproduce import run_cell
+    from plastispoof.analysis.recipes import run_cell
     from plastispoof.runs import read_meta
 
     root, out = Path(root), Path(out)

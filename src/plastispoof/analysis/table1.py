@@ -1,4 +1,5 @@
-"""Tables and figures built from finished runs: Table I (Markdown/CSV/JSON) and Grad-CAM per ResNet stage."""
+"""Table I: every model x strategy x seed of ``configs/table1.yaml`` (finished runs are skipped), averaged over
+seeds and written as Markdown, CSV and JSON; the demo is Table I on the embedded corpus."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from plastispoof.errors import InputError
+from plastispoof.analysis.recipes import RECIPE, load_recipe, run_cell, run_config, strategy_applies
 from plastispoof.fileio import atomic_write_text
+
+DEMO_MODELS = ["resnet18", "grnn"]
+DEMO_STRATEGIES = ["baseline", "dropin-unfrozen", "dropin-frozen", "plasticity"]
+TABLE1_STRATEGIES = ["baseline", "dropin-unfrozen", "lora", "dropin-frozen", "plasticity"]
 
 
 @dataclass
@@ -104,61 +109,35 @@ def write_table(rows: list[Table1Row], out: Path, stem: str) -> str:
     return markdown
 
 
-def gradcam_maps(model, waveform) -> tuple[Any, list[Any]]:
-    """Grad-CAM of the bona fide logit at the output of each ResNet stage (``model.stages()``).
-
-    Returns the model's input spectrogram (F, T) and one map per stage, each upsampled to (F, T) and scaled to
-    [0, 1]. Works on grown models too: the hooks sit on the stages, whatever their blocks hold.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    if not hasattr(model, "stages") or not hasattr(model, "frontend"):
-        raise InputError(f"Grad-CAM needs a ResNet-style model with stages; got {type(model).__name__}")
-    stages = model.stages()
-    activations: list[torch.Tensor] = []
-    handles = [stage.register_forward_hook(lambda _m, _i, out: activations.append(out)) for stage in stages]
-    model.eval()
-    try:
-        x = waveform.unsqueeze(0)
-        spectrogram = model.frontend(x)[0].detach()
-        logits = model(x)
-        grads = torch.autograd.grad(logits[0, 1], activations)
-    finally:
-        for handle in handles:
-            handle.remove()
-    maps = []
-    for activation, grad in zip(activations, grads):
-        weights = grad.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * activation).sum(dim=1, keepdim=True)).detach()
-        cam = F.interpolate(cam, size=spectrogram.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-        maps.append((cam / cam.max()).nan_to_num(0.0) if cam.max() > 0 else cam)
-    return spectrogram, maps
+def table1(dataset: str, root: Path, models: list[str] | None = None, strategies: list[str] | None = None,
+           seeds: list[int] | None = None, out: Path = Path("runs/table1"), epochs: int | None = None,
+           overrides: list[str] | None = None, recipe_path: Path = RECIPE) -> str:
+    """Run Table I and write it as Markdown, CSV and JSON under ``out``; return the Markdown."""
+    recipe = load_recipe(recipe_path)
+    models = models or list(recipe["models"])
+    strategies = strategies or TABLE1_STRATEGIES
+    seeds = seeds or [recipe["common"].get("seed", 42)]
+    out = Path(out) / dataset
+    rows: list[Table1Row] = []
+    for model in models:
+        for strategy in strategies:
+            per_seed = []
+            for seed in seeds:
+                cfg = run_config(recipe, dataset, Path(root), model, strategy, seed, out, epochs, overrides)
+                if not strategy_applies(cfg):
+                    break
+                if strategy != "baseline" and cfg.strategy.args.get("baseline_run"):
+                    base_cfg = run_config(recipe, dataset, Path(root), model, "baseline", seed, out, epochs, overrides)
+                    run_cell(base_cfg, base_cfg.data.eval_subset)
+                per_seed.append(run_cell(cfg, cfg.data.eval_subset))
+            rows.append(aggregate_rows(dataset, model, strategy, per_seed))
+    return write_table(rows, out, "table1")
 
 
-def gradcam_figure(run: Path, audio: Path, out: Path | None = None) -> Path:
-    """Write a PNG with the input spectrogram and the Grad-CAM map of each ResNet stage for one audio file."""
-    import torch
-    from matplotlib.figure import Figure
+def run_demo(out: Path = Path("runs/demo"), epochs: int | None = None) -> str:
+    """Embedded corpus (demo profile, cached) -> Table I for ResNet18 and GRNN with the four strategies."""
+    from plastispoof.data.synthetic import write_corpus
 
-    from plastispoof.audio import fix_length, load_audio
-    from plastispoof.plots import save_figure
-    from plastispoof.runs import load_run_model, read_run_config
-
-    model, _ = load_run_model(Path(run))
-    num_samples = read_run_config(Path(run)).data.num_samples
-    wave = torch.from_numpy(fix_length(load_audio(audio), num_samples)).float()
-    spectrogram, maps = gradcam_maps(model, wave)
-    figure = Figure(figsize=(3.2 * (len(maps) + 1), 3), constrained_layout=True)
-    axes = figure.subplots(1, len(maps) + 1)
-    axes[0].imshow(spectrogram.numpy(), origin="lower", aspect="auto", cmap="magma")
-    axes[0].set_title("input")
-    for index, (ax, cam) in enumerate(zip(axes[1:], maps), start=1):
-        ax.imshow(spectrogram.numpy(), origin="lower", aspect="auto", cmap="gray")
-        ax.imshow(cam.numpy(), origin="lower", aspect="auto", cmap="jet", alpha=0.5)
-        ax.set_title(f"L{index}")
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    figure.suptitle(f"Grad-CAM (bona fide logit): {Path(run).name} / {Path(audio).name}")
-    return save_figure(figure, Path(out) if out else Path(run) / "plots" / f"gradcam-{Path(audio).stem}.png")
+    root = write_corpus(Path(out) / "corpus", profile="demo", seed=42)
+    return table1("synthetic", root, models=DEMO_MODELS, strategies=DEMO_STRATEGIES, seeds=[42],
+                  out=Path(out), epochs=epochs)
