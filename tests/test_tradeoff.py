@@ -7,8 +7,8 @@ import random
 
 import pytest
 
+from plastispoof.analysis.tradeoff import TradeoffRow, pareto_front, reproduce_tradeoff, write_tradeoff
 from plastispoof.errors import InputError
-from plastispoof.tradeoff import TradeoffRow, pareto_front, reproduce_tradeoff, write_tradeoff
 
 from tiny_run import write_tiny_corpus
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from plastispoof.analysis.unseen import read_families, reproduce_unseen, split_eers
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
 from plastispoof.metrics import read_scores
-from plastispoof.unseen import read_families, reproduce_unseen, split_eers
 from tiny_run import write_tiny_corpus
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared/data/aasist/AASIST-L.pth"
@@ -145,7 +145,7 @@ def test_bad_requests_are_one_line_input_errors(corpus, tmp_path):
 
 def test_the_shipped_recipe_builds_a_valid_config_for_every_system(corpus, tmp_path):
     from plastispoof.capacity.base import build_strategy
-    from plastispoof.unseen import RECIPE, load_recipe, system_config
+    from plastispoof.analysis.unseen import RECIPE, load_recipe, system_config
 
     recipe = load_recipe(RECIPE)
     assert set(recipe["default_systems"]) <= set(recipe["systems"])
@@ -176,7 +176,7 @@ def test_later_invocations_add_to_the_table_and_folders_merge(corpus, tmp_path):
 
 
 def test_verdicts_compare_each_family_with_the_zero_shot_row_of_the_same_family():
-    from plastispoof.unseen import Row, verdicts
+    from plastispoof.analysis.unseen import Row, verdicts
 
     rows = [Row("zero", "a", (0.30, 0.0), (0.10, 0.0)), Row("zero", "b", (0.40, 0.0), (0.20, 0.0)),
             Row("zero", "mean", (0.35, 0.05), (0.15, 0.05)),

@@ -274,7 +274,7 @@ def reproduce_tradeoff(dataset: str = typer.Option(...), root: Path = typer.Opti
                        out: Path = typer.Option(Path("runs/tradeoff")), epochs: Optional[int] = typer.Option(None),
                        set_: List[str] = typer.Option([], "--set")) -> None:
     """Train dynamic-width models at each FLOP target kappa; write EER vs FLOPs/params and a Pareto PNG."""
-    from plastispoof.tradeoff import reproduce_tradeoff as run_tradeoff
+    from plastispoof.analysis.tradeoff import reproduce_tradeoff as run_tradeoff
 
     typer.echo(run_tradeoff(dataset=dataset, root=root, model=model,
                             kappas=[float(k) for k in _csv(kappas) or []], out=out, epochs=epochs, overrides=set_))
@@ -294,8 +294,8 @@ def reproduce_unseen(root: Optional[Path] = typer.Option(None, help="corpus writ
                                                                      "table of their results to --out, run nothing")
                      ) -> None:
     """Train on all attack families but one, score the held-out one, for each family: table and PNG."""
-    from plastispoof.unseen import merge_reports
-    from plastispoof.unseen import reproduce_unseen as run_unseen
+    from plastispoof.analysis.unseen import merge_reports
+    from plastispoof.analysis.unseen import reproduce_unseen as run_unseen
 
     if merge:
         typer.echo(merge_reports([Path(p) for p in _csv(merge) or []], out))

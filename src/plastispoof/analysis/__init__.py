@@ -10,6 +10,8 @@ Modules:
 * ``recipes``: resolve a recipe cell (dataset x model x strategy x seed) into a config; train and evaluate it.
 * ``table1``: Table I (``plastispoof reproduce table1``) and the demo (``plastispoof demo``).
 * ``layer_sweep``: drop-in at each layer in turn, EER per layer (the paper's Fig. 5; ``reproduce layers``).
+* ``tradeoff``: EER against FLOPs and parameters of dynamic widths, with the Pareto front (``reproduce tradeoff``).
+* ``unseen``: the held-out attack-family benchmark (``reproduce unseen``).
 * ``gradcam``: Grad-CAM per ResNet stage for one audio file (``plastispoof gradcam``).
 * ``expert_usage``: MoLEx expert usage per attack and per layer (``plastispoof experts``).
 """

@@ -28,7 +28,7 @@ from plastispoof.cost import count_flops, parameter_counts
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_path, atomic_write_text
 
-TRADEOFF_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "dynamic_width" / "tradeoff.yaml"
+TRADEOFF_RECIPE = Path(__file__).resolve().parents[3] / "configs" / "dynamic_width" / "tradeoff.yaml"
 STRATEGY = "dynamic-width"
 FLOPS_SECONDS = 4.0  # the paper's utterance length; GFLOP/s divides by it
 

@@ -37,7 +37,7 @@ from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json, atomic_write_text
 from plastispoof.metrics import compute_eer
 
-RECIPE = Path(__file__).resolve().parents[2] / "configs" / "unseen.yaml"
+RECIPE = Path(__file__).resolve().parents[3] / "configs" / "unseen.yaml"
 MANIFEST = "corpus.json"
 
 
