@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plastispoof.calibration import file_scores
+from plastispoof.scoring import window_mean_scores
 from plastispoof.data.protocols import read_dataset
 from plastispoof.inference import Detector
 from plastispoof.metrics import compute_eer
@@ -46,7 +46,7 @@ def main() -> None:
         results = {}
         for name, scorer in scorers.items():
             started = time.perf_counter()
-            scores = file_scores(scorer, trials, show_progress=False)
+            scores = window_mean_scores(scorer, trials, show_progress=False)
             values = np.array([scores[t.utt_id] for t in trials])
             results[name] = (values, time.perf_counter() - started)
     reference = results["pytorch"][0]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from features import cpu_name
-from plastispoof.evaluate import model_scores
+from plastispoof.scoring import model_scores
 from plastispoof.inference import Detector
 from plastispoof.models.base import build_model
 from plastispoof.onnx_export import export_detector
@@ -61,13 +61,13 @@ def main() -> None:
                 eager_times, onnx_times, ratios = [], [], []
                 with torch.no_grad():
                     reference = model_scores(model, batch).numpy()
-                    produced = onnx.run(waves)
+                    produced = onnx.score_batch(waves)
                     for _ in range(args.repeats + 1):
                         started = time.perf_counter()
                         model_scores(model, batch)
                         eager = time.perf_counter() - started
                         started = time.perf_counter()
-                        onnx.run(waves)
+                        onnx.score_batch(waves)
                         runtime = time.perf_counter() - started
                         eager_times.append(eager)
                         onnx_times.append(runtime)

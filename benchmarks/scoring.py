@@ -19,7 +19,7 @@ import torch
 
 from features import cpu_name, median_seconds
 from plastispoof.audio import ASVSPOOF_NUM_SAMPLES, fix_length
-from plastispoof.evaluate import model_scores
+from plastispoof.scoring import model_scores
 from plastispoof.inference import Detector
 from plastispoof.models.base import build_model
 from plastispoof.runtime import keep_freed_memory

@@ -17,7 +17,8 @@ from plastispoof.calibration import (Calibration, calibrate, decision_threshold,
                                      min_cllr, model_hash, read_calibration)
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
-from plastispoof.inference import Detector, window_starts
+from plastispoof.inference import Detector
+from plastispoof.results import window_starts
 from plastispoof.metrics import cllr, compute_eer
 from plastispoof.train import train
 from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config, write_tiny_corpus
@@ -93,12 +94,6 @@ def test_model_hash_follows_the_weights(run_dir):
 # -------------------------------------------------------------------------------------- operating points
 
 
-def test_calibration_names_the_conventions_of_stored_thresholds():
-    from plastispoof import calibration, inference
-
-    assert (calibration.FULL_FILE, calibration.FIRST_WINDOW) == (inference.WINDOW_MEAN, inference.FIRST_CROP)
-
-
 def test_fpr_threshold_accepts_at_most_that_share_of_dev_spoofs():
     rng = np.random.default_rng(3)
     spoof = rng.normal(size=1000)
@@ -134,7 +129,9 @@ def test_dev_scores_are_the_scores_score_returns(calibrated, run_dir, corpus):
     detector = Detector.from_run(run_dir, device="cpu")
     dev = read_dataset("asv19-la", corpus, "dev")
     bonafide = [detector.score_file(t.path) for t in dev if t.label == "bonafide"]
-    assert data["dev_scores"]["bonafide"] == pytest.approx(bonafide, abs=0)
+    # Equal up to float32 rounding: the windows of neighbouring files share a batch, and CPU kernels chosen by
+    # batch size may round the last digit differently.
+    assert data["dev_scores"]["bonafide"] == pytest.approx(bonafide, rel=1e-6, abs=1e-7)
     assert data["n_bonafide"] == 8 and data["n_spoof"] == 8
     assert data["model_hash"] == detector.model_hash
     assert data["dev_eer"] == compute_eer(data["dev_scores"]["bonafide"], data["dev_scores"]["spoof"])[0]

@@ -232,7 +232,7 @@ def test_function_preserving_dropin_grows_every_site_and_keeps_the_outputs(name,
 def test_tiny_ssl_nes2net_trains_end_to_end_and_rebuilds_from_its_run(tmp_path):
     from plastispoof.config import validate
     from plastispoof.data.synthetic import write_corpus
-    from plastispoof.evaluate import score_trials
+    from plastispoof.scoring import score_trials
     from plastispoof.data.protocols import read_dataset
     from plastispoof.runs import load_run_model, read_meta
     from plastispoof.train import train

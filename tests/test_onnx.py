@@ -69,7 +69,7 @@ def test_export_scores_like_pytorch_with_card_and_calibration_beside_and_inside(
         waves = rng.standard_normal((rows, onnx.num_samples)).astype(np.float32) * 0.1
         with torch.no_grad():
             expected = reference.model.score(torch.from_numpy(waves)).numpy()
-        np.testing.assert_allclose(onnx.run(waves), expected, atol=1e-4)
+        np.testing.assert_allclose(onnx.score_batch(waves), expected, atol=1e-4)
 
 
 def test_files_that_are_not_plastispoof_exports_are_refused(tmp_path):
@@ -156,7 +156,7 @@ def test_quantized_export_is_marked_and_stays_close(calibrated_run, tmp_path):
     assert fixed and all(kept.get(name) in ("MatMul", "Conv", "Gemm") for name in fixed)  # features stay float
     rng = np.random.default_rng(3)
     waves = rng.standard_normal((4, metadata["num_samples"])).astype(np.float32) * 0.1
-    quantized = OnnxDetector.from_onnx(tmp_path / "q.onnx").run(waves)
+    quantized = OnnxDetector.from_onnx(tmp_path / "q.onnx").score_batch(waves)
     with torch.no_grad():
         expected = Detector.from_run(calibrated_run, device="cpu").model.score(torch.from_numpy(waves)).numpy()
     assert np.all(np.isfinite(quantized)) and np.max(np.abs(quantized - expected)) < 0.5

@@ -13,8 +13,9 @@ import torch
 
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
-from plastispoof.evaluate import score_trials
-from plastispoof.inference import Detector, ScoreResult, format_results
+from plastispoof.scoring import score_trials
+from plastispoof.inference import Detector
+from plastispoof.results import ScoreResult, format_results
 from plastispoof.train import train
 from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config, write_tiny_corpus
 

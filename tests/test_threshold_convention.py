@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from plastispoof.data.protocols import read_dataset
-from plastispoof.evaluate import score_trials
-from plastispoof.inference import FIRST_CROP, WINDOW_MEAN, Detector, run_threshold
+from plastispoof.scoring import score_trials
+from plastispoof.inference import Detector
+from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN, run_threshold
 from plastispoof.metrics import compute_eer
 from plastispoof.train import train
 from tiny_run import tiny_config, write_tiny_corpus

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from plastispoof.config import load_config
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
-from plastispoof.evaluate import score_trials
+from plastispoof.scoring import score_trials
 from plastispoof.metrics import compute_eer
 from plastispoof.runs import load_run_model, read_jsonl
 from plastispoof.train import train

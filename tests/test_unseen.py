@@ -114,7 +114,7 @@ def test_pretrained_systems_start_from_the_imported_checkpoint_and_get_a_verdict
     # zero-shot scores are the official weights' own, on the same crops
     trials = read_dataset("asv19-la", corpus / "lofo" / "third", "eval")
     detector = Detector.from_weights("aasist-l", OFFICIAL)
-    from plastispoof.evaluate import score_trials
+    from plastispoof.scoring import score_trials
 
     scores = score_trials(detector.model, trials, 4800, 16, "cpu", show_progress=False)
     assert zero["held_out_eer"] == split_eers(trials, scores, ["A03"])["held_out_eer"]

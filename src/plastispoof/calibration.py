@@ -35,6 +35,7 @@ import numpy as np
 
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json
+from plastispoof.scoring import CONVENTION_TEXT, WINDOW_MEAN
 
 if TYPE_CHECKING:  # PyTorch only for hashing weights: scoring an ONNX export imports this module without it
     import torch
@@ -42,13 +43,6 @@ if TYPE_CHECKING:  # PyTorch only for hashing weights: scoring an ONNX export im
 
 CALIBRATION = "calibration.json"
 KIND = "plastispoof-calibration"
-# How ``plastispoof score`` pools a file (and therefore how the dev scores of a calibration are computed): the
-# convention names of plastispoof.inference, which every stored threshold carries.
-FULL_FILE = "window-mean"  # = plastispoof.inference.WINDOW_MEAN (a test keeps them equal)
-FULL_FILE_TEXT = "whole file, half-overlapping windows of the model's input length, mean over windows"
-FIRST_WINDOW = "first-crop"  # = plastispoof.inference.FIRST_CROP
-FIRST_WINDOW_TEXT = "first num_samples samples of each file, repeat-padded when shorter (ASVspoof convention)"
-CONVENTION_TEXT = {FULL_FILE: FULL_FILE_TEXT, FIRST_WINDOW: FIRST_WINDOW_TEXT}
 OPERATING_POINTS = ("eer", "fpr=<X>", "bayes")
 
 
@@ -197,7 +191,7 @@ class Calibration:
     model_hash: str | None
     bonafide_scores: list[float]
     spoof_scores: list[float]
-    convention: str = FULL_FILE
+    convention: str = WINDOW_MEAN
     model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -222,8 +216,7 @@ class Calibration:
             "kind": KIND, "version": 1, "model": self.model, "model_hash": self.model_hash,
             "slope": self.slope, "offset": self.offset, "prior": self.prior,
             "n_bonafide": self.n_bonafide, "n_spoof": self.n_spoof,
-            "convention": self.convention, "convention_text": FULL_FILE_TEXT if self.convention == FULL_FILE
-            else FIRST_WINDOW_TEXT,
+            "convention": self.convention, "convention_text": CONVENTION_TEXT[self.convention],
             "direction": "llr = slope * score + offset: natural-log likelihood ratio of bona fide vs spoof",
             "cllr_before": cllr(bonafide, spoof), "min_cllr_before": min_cllr(bonafide, spoof),
             "cllr_after": cllr(self.llr(bonafide), self.llr(spoof)),
@@ -237,7 +230,7 @@ class Calibration:
 
 
 def fit_calibration(bonafide_scores: Iterable[float], spoof_scores: Iterable[float], prior: float = 0.5, *,
-                    model_hash: str | None = None, model: str | None = None, convention: str = FULL_FILE,
+                    model_hash: str | None = None, model: str | None = None, convention: str = WINDOW_MEAN,
                     extra: dict[str, Any] | None = None) -> Calibration:
     """Fit ``llr = slope * score + offset`` on dev scores (:func:`fit_logistic`)."""
     bonafide = _checked(bonafide_scores, "bona fide")
@@ -268,7 +261,7 @@ def read_calibration(path: str | Path) -> Calibration:
         known = {"kind", "version", "model", "model_hash", "slope", "offset", "prior", "convention", "dev_scores"}
         return Calibration(float(data["slope"]), float(data["offset"]), float(data["prior"]), data.get("model_hash"),
                            [float(s) for s in scores["bonafide"]], [float(s) for s in scores["spoof"]],
-                           data.get("convention", FULL_FILE), data.get("model"),
+                           data.get("convention", WINDOW_MEAN), data.get("model"),
                            {k: v for k, v in data.items() if k not in known})
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(f"{path}: calibration field missing or malformed ({err})") from None
@@ -342,24 +335,6 @@ def decision_threshold(operating_point: str, calibration: Calibration | None, ru
 # ------------------------------------------------------------------------------------------- the verb
 
 
-def file_scores(detector, trials, show_progress: bool = True) -> dict[str, float]:
-    """``{utt_id: score}`` of every trial, each scored by :meth:`Detector.score_file` (as ``score`` does: the
-    whole file, window mean). Used for calibration dev scores and ``evaluate --full``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    progress = Progress(TextColumn("scoring whole files"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, transient=True, disable=not (show_progress and console.is_terminal))
-    scores: dict[str, float] = {}
-    with progress:
-        task = progress.add_task("dev", total=len(trials))
-        for trial in trials:
-            scores[trial.utt_id] = detector.score_file(trial.path)
-            progress.advance(task)
-    return scores
-
-
 def calibrate(run: str | Path | None, dataset: str, root: str | Path, subset: str = "dev", *,
               model: str | None = None, weights: str | Path | None = None, out: str | Path | None = None,
               prior: float = 0.5, device: str | None = None) -> tuple[Path, dict[str, Any]]:
@@ -371,6 +346,7 @@ def calibrate(run: str | Path | None, dataset: str, root: str | Path, subset: st
     from plastispoof.data.protocols import read_dataset
     from plastispoof.data.trials import BONAFIDE
     from plastispoof.inference import Detector
+    from plastispoof.scoring import window_mean_scores
 
     logit(prior)
     if run is not None:
@@ -387,7 +363,7 @@ def calibrate(run: str | Path | None, dataset: str, root: str | Path, subset: st
         raise InputError(f"{dataset} subset {subset!r} has only {next(iter(labels), 'no')} trials "
                          f"({len(trials)}); calibration needs bona fide and spoof trials")
     started = time.perf_counter()
-    scores = file_scores(detector, trials)
+    scores = window_mean_scores(detector, trials)
     bonafide_ids = [t.utt_id for t in trials if t.label == BONAFIDE]
     spoof_ids = [t.utt_id for t in trials if t.label != BONAFIDE]
     bonafide = _checked([scores[u] for u in bonafide_ids], "bona fide", bonafide_ids)

@@ -41,7 +41,7 @@ def run_card(run_dir: str | Path, base: dict[str, Any] | None = None) -> dict[st
     the card already there) supplies fields the run files do not hold (e.g. an import's ``source``)."""
     from plastispoof import runs
     from plastispoof.calibration import CALIBRATION, state_hash
-    from plastispoof.inference import run_threshold
+    from plastispoof.scoring import run_threshold
 
     run_dir = Path(run_dir)
     meta = runs.read_meta(run_dir)

@@ -4,7 +4,7 @@ By default every trial is scored on its first ``num_samples`` samples (repeat-pa
 evaluation convention (``first-crop``); ``full=True`` (``evaluate --full``) scores whole files exactly as
 ``plastispoof score`` does (``window-mean``: the mean over half-overlapping windows). The report names its
 convention, and its outputs carry a ``-window-mean`` suffix in that case; the score is the model's ``score()`` (bona fide logit minus spoof logit unless the model
-says otherwise), higher = more bona fide. :func:`score_trials` is also the trainer's dev evaluation, so dev and
+says otherwise), higher = more bona fide. :func:`plastispoof.scoring.score_trials` is also the trainer's dev evaluation, so dev and
 test numbers come from one code path.
 
 Outputs in the run directory, for ``<dataset>-<subset>``: ``scores/<..>.txt`` (``utt_id score`` lines),
@@ -20,55 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
-from torch.utils.data import DataLoader
 
 from plastispoof import runs
 from plastispoof.data.trials import BONAFIDE, Trial
 from plastispoof.fileio import atomic_write_json, atomic_write_text
 from plastispoof.metrics import compute_report, format_report
-
-
-def model_scores(model: nn.Module, waves: torch.Tensor) -> torch.Tensor:
-    """Bona fide score per row of ``waves``: ``model.score`` when the model has one, else logit 1 - logit 0."""
-    if callable(getattr(model, "score", None)):
-        return model.score(waves)
-    logits = model(waves)
-    return logits[:, 1] - logits[:, 0]
-
-
-def score_trials(model: nn.Module, trials: Sequence[Trial], num_samples: int, batch_size: int,
-                 device: str | torch.device, *, sample_rate: int = 16000, num_workers: int = 0,
-                 show_progress: bool = True) -> dict[str, float]:
-    """``{utt_id: score}`` for every trial: first ``num_samples`` samples, batched, eval mode, no gradients.
-
-    The model's training mode is restored afterwards.
-    """
-    from plastispoof.data.dataset import TrialDataset
-
-    device = torch.device(device)
-    dataset = TrialDataset(list(trials), num_samples=num_samples, sample_rate=sample_rate, train=False)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
-    was_training = model.training
-    model.eval()
-    scores: dict[str, float] = {}
-    console = Console(stderr=True)
-    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, transient=True, disable=not (show_progress and console.is_terminal))
-    try:
-        with torch.no_grad(), progress:
-            task = progress.add_task("scoring", total=len(dataset))
-            for waves, _, indices in loader:
-                batch_scores = model_scores(model, waves.to(device, non_blocking=True)).float().cpu()
-                for index, score in zip(indices.tolist(), batch_scores.tolist()):
-                    scores[trials[index].utt_id] = score
-                progress.advance(task, len(indices))
-    finally:
-        model.train(was_training)
-    return scores
+from plastispoof.scoring import (CONVENTION_TEXT, FIRST_CROP, WINDOW_MEAN, run_threshold, score_trials,
+                                 window_mean_scores)
 
 
 def write_scores(path: str | Path, scores: dict[str, float]) -> Path:
@@ -103,8 +62,7 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
     LLRs: ``calibrated`` reports their ``act_dcf``, ``cllr`` and ``min_cllr``, and the LLR score file and a
     reliability diagram are written too; otherwise ``calibrated`` says why not.
     """
-    from plastispoof.calibration import CONVENTION_TEXT, file_scores
-    from plastispoof.inference import FIRST_CROP, WINDOW_MEAN, Detector, run_threshold
+    from plastispoof.inference import Detector
     from plastispoof.plots import plot_det, plot_score_histograms
 
     run_dir = Path(run_dir)
@@ -115,7 +73,7 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
     if full:
         detector = Detector(model, cfg.data.num_samples, cfg.data.sample_rate, batch_size=cfg.data.eval_batch_size,
                             device=device)
-        scores = file_scores(detector, trials)
+        scores = window_mean_scores(detector, trials)
     else:
         scores = score_trials(model.to(device), trials, cfg.data.num_samples, cfg.data.eval_batch_size, device,
                               sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers)

@@ -32,34 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from plastispoof.audio import ASVSPOOF_NUM_SAMPLES, load_audio, sliding_windows
+from plastispoof.audio import ASVSPOOF_NUM_SAMPLES
 from plastispoof.errors import InputError
-from plastispoof.evaluate import model_scores
-from plastispoof.results import (AUDIO_EXTENSIONS, CalibratedScoring, ScoreResult,  # noqa: F401 - re-exported
-                                 expand_audio_paths, format_results, format_row, table_header,
-                                 window_starts)
-
-# How a score was made; stored beside every threshold, so a threshold is only compared with scores made alike.
-FIRST_CROP = "first-crop"  # the first num_samples samples, repeat-padded (training's dev scores, evaluate)
-WINDOW_MEAN = "window-mean"  # the mean over the half-overlapping windows of the whole file (Detector)
-
-
-def run_threshold(meta: dict[str, Any], convention: str = WINDOW_MEAN) -> float | None:
-    """A run's dev EER threshold for scores made by ``convention``, or None when the run has none.
-
-    Runs that name no convention were all scored ``first-crop`` in training.
-
-    >>> run_threshold({"dev_threshold": 0.3})  # an older run: its threshold is first-crop only
-    >>> run_threshold({"dev_threshold": 0.3}, FIRST_CROP)
-    0.3
-    >>> run_threshold({"dev_threshold": 0.3, "dev_threshold_convention": "first-crop",
-    ...                "dev_thresholds": {"first-crop": 0.3, "window-mean": 0.1}})
-    0.1
-    """
-    thresholds = dict(meta.get("dev_thresholds") or {})
-    if meta.get("dev_threshold") is not None:
-        thresholds.setdefault(meta.get("dev_threshold_convention", FIRST_CROP), meta["dev_threshold"])
-    return thresholds.get(convention)
+from plastispoof.results import CalibratedScoring, ScoreResult
+from plastispoof.scoring import file_score, model_scores, run_threshold, window_mean_scores
 
 
 class Detector(CalibratedScoring):
@@ -108,21 +84,10 @@ class Detector(CalibratedScoring):
 
         return OnnxDetector.from_onnx(path, **options)
 
-    def windows(self, waveform: np.ndarray) -> np.ndarray:
-        """The ``(n, num_samples)`` windows a waveform is scored on."""
-        return sliding_windows(waveform, window=self.num_samples)
-
-    def score_waveform(self, waveform: np.ndarray) -> float:
-        """Mean score over the windows of a mono waveform at the detector's sample rate."""
-        windows = torch.from_numpy(np.ascontiguousarray(self.windows(waveform), dtype=np.float32))
+    def score_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Scores of a ``(n, num_samples)`` float32 batch of windows (eval mode, no gradients)."""
         with torch.no_grad():
-            scores = [model_scores(self.model, batch.to(self.device)).float().cpu()
-                      for batch in windows.split(self.batch_size)]
-        return float(torch.cat(scores).mean())
-
-    def score_file(self, path: str | Path) -> float:
-        """Score one audio file of any length (:class:`InputError` when it cannot be decoded)."""
-        return self.score_waveform(load_audio(path, self.sample_rate))
+            return model_scores(self.model, torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
     def decide(self, score: float) -> str | None:
         if self.threshold is None:
@@ -134,30 +99,8 @@ class Detector(CalibratedScoring):
         files, and decide from now on at the EER threshold of those scores. Returns ``(eer, threshold)``."""
         from plastispoof.metrics import compute_eer
 
-        # Windows of several files share a batch (a dev set is mostly short files, one window each), and each
-        # file's score is the mean of its windows' scores, as in score_waveform.
-        per_file: list[list[torch.Tensor]] = [[] for _ in trials]
-        pending: list[np.ndarray] = []
-        owners: list[int] = []
-
-        def flush() -> None:
-            batch = torch.from_numpy(np.ascontiguousarray(np.stack(pending), dtype=np.float32))
-            with torch.no_grad():
-                scores = model_scores(self.model, batch.to(self.device)).float().cpu()
-            for owner, score in zip(owners, scores):
-                per_file[owner].append(score)
-            pending.clear()
-            owners.clear()
-
-        for index, trial in enumerate(trials):
-            for window in self.windows(load_audio(trial.path, self.sample_rate)):
-                pending.append(window)
-                owners.append(index)
-                if len(pending) == self.batch_size:
-                    flush()
-        if pending:
-            flush()
-        means = [float(torch.stack(scores).mean()) for scores in per_file]
+        scores = window_mean_scores(self, trials, show_progress=False)
+        means = [scores[trial.utt_id] for trial in trials]
         eer, self.threshold = compute_eer([m for m, t in zip(means, trials) if t.label == "bonafide"],
                                           [m for m, t in zip(means, trials) if t.label != "bonafide"])
         return eer, self.threshold
@@ -166,18 +109,13 @@ class Detector(CalibratedScoring):
         """Score files and folders (searched recursively for audio files); a file that fails is reported in
         its result's ``error`` and the others are still scored."""
         results = []
-        for path, problem in expand_audio_paths(paths):
-            if problem:
-                results.append(ScoreResult(str(path), None, None, problem))
-                continue
-            try:
-                score = self.score_file(path)
-            except InputError as err:
-                results.append(ScoreResult(str(path), None, None, str(err)))
-                continue
-            results.append(ScoreResult(str(path), score, self.decide(score)))
+        for path, wave, per_window in self.scored_files(*self.found_files(paths)):
+            if isinstance(wave, InputError):
+                results.append(ScoreResult(str(path), None, None, str(wave)))
+            else:
+                score = file_score(per_window)
+                results.append(ScoreResult(str(path), score, self.decide(score)))
         return results
-
 
     # ------------------------------------------------------------------ calibrated results, timelines
 
@@ -189,11 +127,3 @@ class Detector(CalibratedScoring):
 
             self._model_hash = model_hash(self.model)
         return self._model_hash
-
-    def window_scores(self, waveform: np.ndarray) -> np.ndarray:
-        """The score of every window of :meth:`windows` (their mean is :meth:`score_waveform`)."""
-        windows = torch.from_numpy(np.ascontiguousarray(self.windows(waveform), dtype=np.float32))
-        with torch.no_grad():
-            scores = [model_scores(self.model, batch.to(self.device)).float().cpu()
-                      for batch in windows.split(self.batch_size)]
-        return torch.cat(scores).double().numpy()

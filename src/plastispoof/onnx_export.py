@@ -47,7 +47,7 @@ class ScoreGraph(nn.Module):
         self.model = model
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        from plastispoof.evaluate import model_scores
+        from plastispoof.scoring import model_scores
 
         return model_scores(self.model, waveform)
 
@@ -143,7 +143,7 @@ def _metadata(detector, meta: dict[str, Any] | None, run, opset: int, quantize: 
               ) -> dict[str, Any]:
     from plastispoof.calibration import CALIBRATION, read_calibration
     from plastispoof.card import SCORE_DIRECTION, run_card
-    from plastispoof.inference import run_threshold
+    from plastispoof.scoring import run_threshold
     from plastispoof.models.base import count_parameters
 
     if not out.parent.is_dir():
@@ -173,11 +173,11 @@ def _metadata(detector, meta: dict[str, Any] | None, run, opset: int, quantize: 
 
 def max_difference(detector, path: str | Path, batch: int = 3, seed: int = 0) -> float:
     """Largest |ONNX score - PyTorch score| on a random batch of ``batch`` waveforms."""
-    from plastispoof.evaluate import model_scores
+    from plastispoof.scoring import model_scores
     from plastispoof.onnx_runtime import OnnxDetector
 
     waves = np.random.default_rng(seed).standard_normal((batch, detector.num_samples)).astype(np.float32) * 0.1
-    onnx_scores = OnnxDetector.from_onnx(path, use_calibration=False).run(waves)
+    onnx_scores = OnnxDetector.from_onnx(path, use_calibration=False).score_batch(waves)
     with torch.no_grad():
         torch_scores = model_scores(detector.model, torch.from_numpy(waves)).numpy()
     return float(np.max(np.abs(onnx_scores - torch_scores)))

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from plastispoof.audio import load_audio, sliding_windows
 from plastispoof.errors import InputError
 from plastispoof.results import CalibratedScoring
 
@@ -93,20 +92,6 @@ class OnnxDetector(CalibratedScoring):
                 stored.get("convention", "window-mean"), stored.get("model")))
         return detector
 
-    def windows(self, waveform: np.ndarray) -> np.ndarray:
-        return sliding_windows(waveform, window=self.num_samples)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def score_batch(self, batch: np.ndarray) -> np.ndarray:
         """Scores of a ``(n, num_samples)`` float32 batch."""
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
-
-    def window_scores(self, waveform: np.ndarray) -> np.ndarray:
-        windows = self.windows(waveform)
-        return np.concatenate([self.run(windows[i:i + self.batch_size])
-                               for i in range(0, len(windows), self.batch_size)]).astype(np.float64)
-
-    def score_waveform(self, waveform: np.ndarray) -> float:
-        return float(self.window_scores(waveform).astype(np.float32).mean())
-
-    def score_file(self, path: str | Path) -> float:
-        return self.score_waveform(load_audio(path, self.sample_rate))

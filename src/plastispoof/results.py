@@ -3,8 +3,9 @@ shared by :class:`plastispoof.inference.Detector` (PyTorch) and :class:`plastisp
 (onnxruntime), folder expansion, timelines and the table people read.
 
 A scorer mixes in :class:`CalibratedScoring` and provides ``name``, ``model_hash``, ``num_samples``,
-``sample_rate``, ``threshold`` (its own dev EER threshold of window-mean scores, or None), ``calibration``,
-``score_waveform(waveform) -> float`` and ``window_scores(waveform) -> array``.
+``sample_rate``, ``batch_size``, ``threshold`` (its own dev EER threshold of window-mean scores, or None),
+``calibration`` and ``score_batch(windows) -> scores`` (:class:`plastispoof.scoring.WindowScorer`: the windows
+of neighbouring files share batches, and files are decoded ahead in threads).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from plastispoof.audio import load_audio
 from plastispoof.errors import InputError
+from plastispoof.scoring import WindowScorer, file_score
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
 
@@ -44,10 +46,23 @@ class ScoreResult:
         return asdict(self)
 
 
-class CalibratedScoring:
+class CalibratedScoring(WindowScorer):
     """Calibrated, streamed scoring of files for any scorer (see the module notes)."""
 
     calibration = None  # a plastispoof.calibration.Calibration once use_calibration() accepted it
+
+    def found_files(self, paths: list[str | Path]) -> tuple[list[Path], Any]:
+        """The files to score (folders expanded, see :func:`expand_audio_paths`) and a loader that reads them
+        at the scorer's rate, raising for a path that was not found as the decoding of a bad file would."""
+        found = expand_audio_paths(paths)
+        problems = {path: problem for path, problem in found if problem}
+
+        def load(path: Path) -> np.ndarray:
+            if path in problems:
+                raise InputError(problems[path])
+            return load_audio(path, self.sample_rate)
+
+        return [path for path, _ in found], load
 
     def use_calibration(self, calibration) -> None:
         """Score with ``calibration`` (a :class:`~plastispoof.calibration.Calibration` or a path to one); one
@@ -84,30 +99,20 @@ class CalibratedScoring:
             point = operating_point or "eer"
             domain, threshold = decision_threshold(point, self.calibration, self.threshold, prior)
         self.decision_rule = describe_rule(point, domain, threshold, prior)
-        return self._results(expand_audio_paths(paths), point, domain, threshold, prior, segments)
+        return self._results(self.found_files(paths), point, domain, threshold, prior, segments)
 
-    def _results(self, found: list[tuple[Path, str | None]], point: str | None, domain: str,
+    def _results(self, found: tuple[list[Path], Any], point: str | None, domain: str,
                  threshold: float | None, prior: float, segments: bool) -> Iterator[ScoreResult]:
         from plastispoof.calibration import logit, sigmoid
 
-        for path, problem in found:
+        for path, wave, per_window in self.scored_files(*found):
             base = {"model": self.name, "model_hash": self.model_hash, "operating_point": point,
                     "threshold": threshold, "prior": prior if self.calibration is not None else None}
-            if problem:
-                yield ScoreResult(str(path), None, None, problem, **base)
+            if isinstance(wave, InputError):
+                yield ScoreResult(str(path), None, None, str(wave), **base)
                 continue
-            try:
-                waveform = load_audio(path, self.sample_rate)
-                timeline = None
-                if segments:
-                    per_window = self.window_scores(waveform)
-                    score = float(per_window.mean())
-                    timeline = self._timeline(len(waveform), per_window)
-                else:
-                    score = self.score_waveform(waveform)
-            except InputError as err:
-                yield ScoreResult(str(path), None, None, str(err), **base)
-                continue
+            waveform, score = wave, file_score(per_window)
+            timeline = self._timeline(len(waveform), per_window) if segments else None
             if not np.isfinite(score):
                 yield ScoreResult(str(path), None, None, f"the model gave a NaN or infinite score for {path}", **base)
                 continue

@@ -41,7 +41,6 @@ from plastispoof.augment.pipeline import telephone_band
 from plastispoof.augment.reverb import generated_rir, reverberate
 from plastispoof.data.trials import BONAFIDE, Trial
 from plastispoof.errors import InputError
-from plastispoof.evaluate import model_scores
 from plastispoof.fileio import atomic_write_json, atomic_write_text
 from plastispoof.metrics import compute_report
 
@@ -213,10 +212,8 @@ def score_conditions(detectors: Mapping[str, Any], trials: Sequence[Trial], cond
 
 
 def _batch_scores(detector: Any, batch: torch.Tensor) -> list[float]:
-    """Scores of a ``(n, num_samples)`` batch: a PyTorch detector's model, or an ONNX export's session."""
-    if hasattr(detector, "model"):
-        return model_scores(detector.model, batch.to(detector.device)).float().cpu().tolist()
-    return np.asarray(detector.run(batch.numpy()), dtype=np.float64).reshape(-1).tolist()
+    """Scores of a ``(n, num_samples)`` batch by a PyTorch ``Detector`` or an ONNX export alike."""
+    return np.asarray(detector.score_batch(batch.numpy()), dtype=np.float64).reshape(-1).tolist()
 
 
 def condition_report(trials: Sequence[Trial], scores: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:

@@ -45,9 +45,10 @@ from plastispoof.capacity.base import Stage, Transform, apply_transforms, build_
 from plastispoof.config import ExperimentConfig, TrainConfig, dump_config
 from plastispoof.data.trials import Trial
 from plastispoof.errors import InputError
-from plastispoof.evaluate import score_trials
+from plastispoof.scoring import score_trials
 from plastispoof.fileio import atomic_write_json, atomic_write_text
-from plastispoof.inference import FIRST_CROP, WINDOW_MEAN, Detector
+from plastispoof.inference import Detector
+from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN
 from plastispoof.metrics import compute_eer
 from plastispoof.models.base import build_model, count_parameters
 

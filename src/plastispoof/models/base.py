@@ -8,7 +8,7 @@ consumers' inputs, and nothing else; so a model that declares its sites works wi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
