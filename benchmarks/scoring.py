@@ -5,16 +5,27 @@ input): a set of short utterances, each fitted to one window and scored in batch
 does, and one long file scored by ``Detector.score_waveform`` (half-overlapping windows, so about twice its
 length is computed). Each case is timed ``--repeats`` times after a warm-up; the median is reported.
 
-    python benchmarks/scoring.py                  # 32 x 4 s utterances and a 60 s file, 2 threads
-    python benchmarks/scoring.py --threads 1 --batch 8
+A third case scores a folder of ``--files`` clips of 1-10 s (seeded lengths, 16-bit WAV written to a temporary
+folder) through ``Detector.iter_results``, the ``plastispoof score`` path: windows of neighbouring files share
+batches and files are decoded ahead in threads. It prints x real time and files/s beside the same folder scored
+one file at a time (``score_file`` in a loop, each file its own batches), and the resident memory after 200
+files and after the last.
+
+    python benchmarks/scoring.py                  # 32 x 4 s utterances, a 60 s file, 2,000 clips; 2 threads
+    python benchmarks/scoring.py --threads 1 --batch 8 --files 0
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+import time
 from datetime import date
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from features import cpu_name, median_seconds
@@ -34,6 +45,54 @@ def score_batched(detector: Detector, utterances: list[np.ndarray]) -> torch.Ten
         return torch.cat([model_scores(detector.model, batch) for batch in windows.split(detector.batch_size)])
 
 
+def resident_mb() -> float:
+    """This process's resident memory now (Linux /proc), in MB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def write_clips(folder: Path, count: int, seed: int = 0) -> float:
+    """``count`` noise clips of 1-10 s as 16-bit WAV; returns their total length in seconds."""
+    rng = np.random.default_rng(seed)
+    total = 0
+    for index in range(count):
+        samples = int(rng.uniform(1.0, 10.0) * SAMPLE_RATE)
+        sf.write(folder / f"{index:05d}.wav", 0.1 * rng.standard_normal(samples), SAMPLE_RATE, subtype="PCM_16")
+        total += samples
+    return total / SAMPLE_RATE
+
+
+def folder_case(detector: Detector, count: int) -> None:
+    """The ``score`` path on a folder against one file at a time, with resident memory along the way."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        audio_seconds = write_clips(folder, count)
+        paths = sorted(folder.glob("*.wav"))
+        detector.score_file(paths[0])  # warm-up
+        memory = {}
+        started = time.perf_counter()
+        for index, result in enumerate(detector.iter_results([folder]), 1):
+            assert result.error is None, result.error
+            if index in (200, count):
+                memory[index] = resident_mb()
+        batched = time.perf_counter() - started
+        started = time.perf_counter()
+        for path in paths:
+            detector.score_file(path)
+        one_by_one = time.perf_counter() - started
+    print(f"\n{count} clips of 1-10 s ({audio_seconds:.0f} s of audio), iter_results on the folder vs score_file "
+          "one at a time:")
+    print("| path | wall s | x real time | files/s |")
+    print("|---|---:|---:|---:|")
+    for name, wall in (("iter_results (batched across files, decoded ahead)", batched),
+                       ("score_file per file", one_by_one)):
+        print(f"| {name} | {wall:.1f} | {audio_seconds / wall:.0f}x | {count / wall:.1f} |")
+    print(f"ratio one-by-one / batched: {one_by_one / batched:.2f}")
+    if 200 in memory:
+        print(f"resident memory: {memory[200]:.0f} MB after 200 files, {memory[count]:.0f} MB after {count} "
+              f"(growth {memory[count] - memory[200]:+.0f} MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--utterances", type=int, default=32)
@@ -42,6 +101,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="windows per forward pass (the Detector's default)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--files", type=int, default=2000, help="clips in the folder case (0: skip it)")
     args = parser.parse_args()
     keep_freed_memory()  # as the plastispoof command does
     torch.set_num_threads(args.threads)
@@ -66,6 +126,8 @@ def main() -> None:
     for name, (run, audio_seconds, windows) in cases.items():
         wall = median_seconds(run, args.repeats)
         print(f"| {name} | {windows} | {audio_seconds:g} | {wall:.3f} | {audio_seconds / wall:.0f}x |", flush=True)
+    if args.files:
+        folder_case(detector, args.files)
 
 
 if __name__ == "__main__":

@@ -126,3 +126,26 @@ def test_cli_score_reports_the_corrupt_file_and_exits_2(tmp_path, corpus):
     results = {r["path"].rsplit("/", 1)[-1]: r for r in map(json.loads, done.stdout.splitlines())}  # JSON Lines
     assert results["corrupt.flac"]["error"] and results["corrupt.flac"]["score"] is None
     assert all(isinstance(results[n]["score"], float) for n in ("good1.flac", "good2.flac"))
+
+
+def test_windows_of_many_files_share_batches_in_order_with_the_same_scores(detector, tmp_path):
+    rng = np.random.default_rng(5)
+    lengths = [800, 1600, 3000, 900, 1200, 5000, 700]  # 1, 1, 3, 1, 1, 6, 1 windows of 1600 samples
+    paths = []
+    for index, length in enumerate(lengths):
+        paths.append(tmp_path / f"{index}.wav")
+        sf.write(paths[-1], (bonafide_like if index % 2 else spoof_like)(rng, length), SAMPLE_RATE, subtype="FLOAT")
+    paths.insert(3, tmp_path / "gone.wav")  # a missing file in the middle keeps its place
+    detector.batch_size = 4
+    sizes = []
+    hook = detector.model.register_forward_hook(lambda _m, inputs, _o: sizes.append(inputs[0].shape[0]))
+    try:
+        results = detector.score_paths(paths)
+    finally:
+        hook.remove()
+    assert [r.path for r in results] == [str(p) for p in paths]
+    assert results[3].score is None and "gone.wav" in results[3].error
+    windows = sum(len(detector.windows(np.zeros(n))) for n in lengths)
+    assert sizes == [4] * (windows // 4) + ([windows % 4] if windows % 4 else [])  # full batches across files
+    for result, path in zip(results[:3] + results[4:], paths[:3] + paths[4:]):
+        assert result.score == pytest.approx(detector.score_file(path), rel=1e-5, abs=1e-6)
