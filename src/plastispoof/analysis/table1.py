@@ -3,15 +3,13 @@ seeds and written as Markdown, CSV and JSON; the demo is Table I on the embedded
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from plastispoof.analysis.recipes import RECIPE, load_recipe, run_cell, run_config, strategy_applies
+from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.fileio import atomic_write_text
 
 DEMO_MODELS = ["resnet18", "grnn"]
@@ -40,12 +38,6 @@ class Table1Row:
     runs: list[dict[str, Any]]  # per seed: its seed, growth transforms (sites differ by seed) and stage summaries
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def aggregate_rows(dataset: str, model: str, strategy: str, per_seed: list[dict[str, Any]]) -> Table1Row:
     """Average the runs of one model x strategy over seeds. Each item: ``{"report": metrics, "meta": meta}``."""
     from plastispoof.registry import STRATEGIES
@@ -54,14 +46,14 @@ def aggregate_rows(dataset: str, model: str, strategy: str, per_seed: list[dict[
         return Table1Row(dataset, model, strategy, 0, *[None] * 8, [])
     reported = STRATEGIES.get_or_fail(strategy).reported_stage
     summaries = [run["meta"]["stages"] for run in per_seed]
-    eer, eer_std = _mean_std([100.0 * run["report"]["eer"] for run in per_seed])
+    eer, eer_std = mean_std([100.0 * run["report"]["eer"] for run in per_seed])
     # Randomly chosen growth sites differ between seeds, so sizes are averaged like the EER.
-    params, params_std = _mean_std([stages[-1]["params"] / 1e6 for stages in summaries])
+    params, params_std = mean_std([stages[-1]["params"] / 1e6 for stages in summaries])
     if reported is None:  # varies across stages: per-stage figures go to the JSON only
         backward, backward_std, trainable, trainable_std = None, None, None, None
     else:
-        backward, backward_std = _mean_std([stages[reported]["backward_ms"] for stages in summaries])
-        trainable, trainable_std = _mean_std([stages[reported]["trainable_params"] / 1e6 for stages in summaries])
+        backward, backward_std = mean_std([stages[reported]["backward_ms"] for stages in summaries])
+        trainable, trainable_std = mean_std([stages[reported]["trainable_params"] / 1e6 for stages in summaries])
     runs = [{"seed": run["meta"].get("seed"), "transforms": run["meta"].get("transforms", []),
              "stages": run["meta"]["stages"]} for run in per_seed]
     return Table1Row(dataset, model, strategy, len(per_seed), eer, eer_std, backward, backward_std,
@@ -90,21 +82,15 @@ def format_markdown(rows: list[Table1Row]) -> str:
     >>> print(format_markdown([row]).splitlines()[2])
     | synthetic | grnn | baseline | 12.50 | 3.20 | 0.06 | 0.06 |
     """
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(table_cells(row)) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(COLUMNS, map(table_cells, rows))
 
 
 def write_table(rows: list[Table1Row], out: Path, stem: str) -> str:
     """Write ``<stem>.md``, ``.csv`` and ``.json`` under ``out`` (atomically); return the Markdown."""
     out.mkdir(parents=True, exist_ok=True)
     markdown = format_markdown(rows)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(COLUMNS)
-    writer.writerows(table_cells(row) for row in rows)
     atomic_write_text(out / f"{stem}.md", markdown + "\n")
-    atomic_write_text(out / f"{stem}.csv", buffer.getvalue())
+    atomic_write_text(out / f"{stem}.csv", csv_text(COLUMNS, map(table_cells, rows)))
     atomic_write_text(out / f"{stem}.json", json.dumps([asdict(r) for r in rows], indent=1))
     return markdown
 

@@ -13,8 +13,6 @@ FLOPs are those of the final (shrunk, plain) model's forward pass on 4 s of audi
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 import torch
 
 from plastispoof.analysis.recipes import RECIPE, load_recipe, merge_dicts, run_cell, run_config, run_name
+from plastispoof.analysis.tables import csv_text, markdown_table
 from plastispoof.config import ExperimentConfig, apply_overrides
 from plastispoof.cost import count_flops, parameter_counts
 from plastispoof.errors import InputError
@@ -66,9 +65,7 @@ def format_markdown(rows: list[TradeoffRow]) -> str:
     >>> print(format_markdown([row]).splitlines()[2])
     | resnet34 | baseline | - | 6.26 | 22.56 | 5.64 | 1.000 | 5.400 |
     """
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(COLUMNS, map(row_cells, rows))
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -122,12 +119,8 @@ def plot_tradeoff(rows: list[TradeoffRow], path: Path, title: str = "") -> Path:
 def write_tradeoff(rows: list[TradeoffRow], out: Path, title: str = "") -> str:
     """Write ``tradeoff.md``, ``.csv``, ``.json`` and ``.png`` under ``out``; return the Markdown."""
     markdown = format_markdown(rows)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(COLUMNS)
-    writer.writerows(row_cells(row) for row in rows)
     atomic_write_text(out / "tradeoff.md", markdown + "\n")
-    atomic_write_text(out / "tradeoff.csv", buffer.getvalue())
+    atomic_write_text(out / "tradeoff.csv", csv_text(COLUMNS, map(row_cells, rows)))
     atomic_write_text(out / "tradeoff.json", json.dumps([asdict(row) for row in rows], indent=1) + "\n")
     plot_tradeoff(rows, out / "tradeoff.png", title)
     return markdown

@@ -20,10 +20,7 @@ so an interrupted benchmark continues where it stopped. Output under ``out``: ``
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +29,7 @@ from typing import Any
 import yaml
 
 from plastispoof.analysis.recipes import merge_dicts
+from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.config import ExperimentConfig, apply_overrides, validate
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json, atomic_write_text
@@ -134,13 +132,6 @@ class Row:
     per_speaker: dict[str, float] = field(default_factory=dict)
 
 
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def aggregate(cells: list[Cell]) -> list[Row]:
     """Per (system, family): mean ± std over seeds; then per system a ``mean`` row over every cell."""
     rows: list[Row] = []
@@ -150,16 +141,16 @@ def aggregate(cells: list[Cell]) -> list[Row]:
         for family in dict.fromkeys(c.held_out for c in mine):
             group = [c for c in mine if c.held_out == family]
             speakers = sorted({s for c in group for s in c.per_speaker})
-            rows.append(Row(system, family, _mean_std([c.seen_eer for c in group]),
-                            _mean_std([c.held_out_eer for c in group]), [c.seed for c in group],
-                            _mean_std([c.train_seconds for c in group])[0],
-                            _mean_std([c.trainable_params for c in group])[0],
-                            {s: _mean_std([c.per_speaker.get(s) for c in group])[0] for s in speakers}))
+            rows.append(Row(system, family, mean_std([c.seen_eer for c in group]),
+                            mean_std([c.held_out_eer for c in group]), [c.seed for c in group],
+                            mean_std([c.train_seconds for c in group])[0],
+                            mean_std([c.trainable_params for c in group])[0],
+                            {s: mean_std([c.per_speaker.get(s) for c in group])[0] for s in speakers}))
         if len({c.held_out for c in mine}) > 1:
-            rows.append(Row(system, "mean", _mean_std([c.seen_eer for c in mine]),
-                            _mean_std([c.held_out_eer for c in mine]), sorted({c.seed for c in mine}, key=str),
-                            _mean_std([c.train_seconds for c in mine])[0],
-                            _mean_std([c.trainable_params for c in mine])[0]))
+            rows.append(Row(system, "mean", mean_std([c.seen_eer for c in mine]),
+                            mean_std([c.held_out_eer for c in mine]), sorted({c.seed for c in mine}, key=str),
+                            mean_std([c.train_seconds for c in mine])[0],
+                            mean_std([c.trainable_params for c in mine])[0]))
     return rows
 
 
@@ -171,16 +162,15 @@ def _pct(pair: tuple[float | None, float | None]) -> str:
 
 
 def format_markdown(rows: list[Row]) -> str:
-    lines = ["| system | held-out family | seen EER % | held-out EER % | seeds | trainable params | train s/run |",
-             "|---|---|---|---|---|---|---|"]
+    cells = []
     for row in rows:
         seeds = ",".join("-" if s is None else str(s) for s in row.seeds)
         trainable = "—" if row.trainable_params is None else f"{row.trainable_params:,.0f}"
         seconds = "—" if row.train_seconds is None else f"{row.train_seconds:.0f}"
         name = f"**{row.held_out}**" if row.held_out == "mean" else row.held_out
-        lines.append(f"| {row.system} | {name} | {_pct(row.seen)} | {_pct(row.held)} | {seeds} | {trainable} | "
-                     f"{seconds} |")
-    return "\n".join(lines)
+        cells.append([row.system, name, _pct(row.seen), _pct(row.held), seeds, trainable, seconds])
+    return markdown_table(["system", "held-out family", "seen EER %", "held-out EER %", "seeds", "trainable params",
+                           "train s/run"], cells)
 
 
 def format_per_speaker(rows: list[Row]) -> str:
@@ -189,12 +179,12 @@ def format_per_speaker(rows: list[Row]) -> str:
     speakers = sorted({s for row in rows for s in row.per_speaker})
     if not speakers:
         return ""
-    lines = ["| system | held-out family | " + " | ".join(speakers) + " |", "|---|---|" + "---|" * len(speakers)]
-    for row in rows:
-        if row.per_speaker:
-            cells = [("—" if row.per_speaker.get(s) is None else f"{100 * row.per_speaker[s]:.1f}") for s in speakers]
-            lines.append(f"| {row.system} | {row.held_out} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    def percent(eer: float | None) -> str:
+        return "—" if eer is None else f"{100 * eer:.1f}"
+
+    cells = [[row.system, row.held_out, *(percent(row.per_speaker.get(s)) for s in speakers)]
+             for row in rows if row.per_speaker]
+    return markdown_table(["system", "held-out family", *speakers], cells)
 
 
 def verdicts(rows: list[Row], reference: str, candidates: list[str]) -> list[str]:
@@ -294,14 +284,11 @@ def write_report(cells: list[Cell], out: Path, settings: dict[str, Any]) -> str:
     if speakers:
         text += "\n\nHeld-out EER % per speaker:\n\n" + speakers
     atomic_write_text(out / "unseen.md", text + "\n")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["system", "held_out", "seen_eer", "seen_std", "held_out_eer", "held_out_std", "seeds",
-                     "trainable_params", "train_seconds"])
-    for row in rows:
-        writer.writerow([row.system, row.held_out, *row.seen, *row.held, " ".join(map(str, row.seeds)),
-                         row.trainable_params, row.train_seconds])
-    atomic_write_text(out / "unseen.csv", buffer.getvalue())
+    columns = ["system", "held_out", "seen_eer", "seen_std", "held_out_eer", "held_out_std", "seeds",
+               "trainable_params", "train_seconds"]
+    atomic_write_text(out / "unseen.csv", csv_text(columns, ([row.system, row.held_out, *row.seen, *row.held,
+                                                               " ".join(map(str, row.seeds)), row.trainable_params,
+                                                               row.train_seconds] for row in rows)))
     atomic_write_json(out / "unseen.json", {"settings": settings, "cells": [asdict(c) for c in cells],
                                             "rows": [asdict(r) for r in rows], "verdicts": lines})
     plot_unseen(rows, out / "unseen.png")

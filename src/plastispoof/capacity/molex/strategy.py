@@ -42,7 +42,6 @@ class MoLExTransform(OptionsTransform):
         return model
 
 
-
 @STRATEGIES.register("molex")
 class MoLExStrategy(Strategy):
     """Train a mixture of LoRA experts in a frozen SSL encoder, or add experts to a finished MoLEx run."""
