@@ -11,7 +11,8 @@ from plastispoof.data.dataset import TrialDataset
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
 from plastispoof.models.base import build_model
-from plastispoof.models.ssl import CachedFeatureDataset, FeatureCache, SSLFrontend
+from plastispoof.data.feature_cache import CachedFeatureDataset, FeatureCache
+from plastispoof.models.ssl import SSLFrontend
 from tiny_run import write_tiny_corpus
 
 

@@ -415,7 +415,8 @@ class Trainer:
 
     def _cached_features(self, dataset, directory: str):
         """Train on the frozen SSL front-end's features, encoded once and read from disk afterwards."""
-        from plastispoof.models.ssl import CachedFeatureDataset, SSLFrontend
+        from plastispoof.data.feature_cache import CachedFeatureDataset
+        from plastispoof.models.ssl import SSLFrontend
 
         frontend = getattr(self.model, "frontend", None)
         if not isinstance(frontend, SSLFrontend):

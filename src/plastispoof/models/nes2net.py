@@ -347,7 +347,7 @@ class SSLDetector(SpoofModel):
         width is the front-end's.
 
     ``forward`` also accepts encoder outputs ``(B, L, frames, D)`` cached by
-    :class:`~plastispoof.models.ssl.CachedFeatureDataset` in place of waveforms ``(B, samples)``.
+    :class:`~plastispoof.data.feature_cache.CachedFeatureDataset` in place of waveforms ``(B, samples)``.
     """
 
     backend_name: ClassVar[str]

@@ -17,11 +17,9 @@ is switched off (the Nes2Net and SSL-AASIST recipes extract features unmasked) a
 encoder is always frozen. ``freeze=True`` freezes the transformer too: it runs under ``no_grad`` and stays in
 eval mode whatever ``train()`` says; the aggregation weights still train.
 
-A frozen front-end gives the same features for the same audio every epoch, so they can be computed once:
-:class:`FeatureCache` keeps the encoder outputs on disk (one safetensors file per utterance, keyed by utterance
-id under a hash of the front-end), and :class:`CachedFeatureDataset` serves them to training. Models built
-from a front-end accept those cached encoder outputs in place of waveforms (see
-:meth:`SSLFrontend.aggregate`).
+A frozen front-end gives the same features for the same audio every epoch, so they can be computed once
+(:mod:`plastispoof.data.feature_cache`, keyed by :meth:`SSLFrontend.cache_key`). Models built from a front-end
+accept those cached encoder outputs in place of waveforms (see :meth:`SSLFrontend.aggregate`).
 
 >>> frontend = SSLFrontend(kind="wav2vec2", size="tiny", aggregation="weighted").eval()
 >>> frontend(torch.randn(2, 16000)).shape
@@ -33,22 +31,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import struct
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import Dataset
 from transformers import (HubertConfig, HubertModel, PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig,
                           WavLMModel)
 
 from plastispoof.errors import InputError
 from plastispoof.features import Raw
-from plastispoof.fileio import atomic_path, atomic_write_json
 from plastispoof.models.base import GrowthSite
 
 Kind = Literal["wav2vec2", "wavlm", "hubert"]
@@ -253,139 +246,3 @@ class SSLFrontend(nn.Module):
             digest.update(flat[:16].double().cpu().numpy().tobytes())
             digest.update(struct.pack("<d", flat.double().sum().item()))
         return digest.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------- caching
-
-
-def _file_name(utt_id: str) -> str:
-    """A file name for ``utt_id``: the id itself when it is a safe name, else a sanitised id plus a short hash."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", utt_id)[:120]
-    if safe != utt_id or safe.startswith("."):
-        safe = f"{safe}-{hashlib.sha1(utt_id.encode()).hexdigest()[:10]}"
-    return f"{safe}.safetensors"
-
-
-class FeatureCache:
-    """Encoder outputs on disk: ``<directory>/<key>/<utterance>.safetensors``, written atomically.
-
-    ``key`` names the front-end (:meth:`SSLFrontend.cache_key`), so features of another front-end, another
-    set of weights or another crop length are never read by mistake.
-
-    >>> import tempfile
-    >>> cache = FeatureCache(tempfile.mkdtemp(), key="abc")
-    >>> cache.get("LA_T_1") is None
-    True
-    >>> cache.put("LA_T_1", torch.ones(1, 3, 4))
-    >>> cache.get("LA_T_1").shape, "LA_T_1" in cache
-    (torch.Size([1, 3, 4]), True)
-    """
-
-    def __init__(self, directory: str | Path, key: str):
-        self.root = Path(directory) / key
-
-    def path(self, utt_id: str) -> Path:
-        return self.root / _file_name(utt_id)
-
-    def __contains__(self, utt_id: str) -> bool:
-        return self.path(utt_id).is_file()
-
-    def get(self, utt_id: str) -> torch.Tensor | None:
-        path = self.path(utt_id)
-        if not path.is_file():
-            return None
-        try:
-            return load_file(str(path))["features"]
-        except Exception as err:  # safetensors raises its own types for damaged files
-            raise InputError(f"feature cache file {path} is unreadable ({err}); delete it to recompute") from None
-
-    def put(self, utt_id: str, features: torch.Tensor) -> None:
-        with atomic_path(self.path(utt_id)) as tmp:
-            save_file({"features": features.detach().to("cpu").contiguous()}, str(tmp))
-
-    def describe(self, info: dict[str, Any]) -> None:
-        """Write ``info.json`` beside the features (which front-end made them), once."""
-        if not (self.root / "info.json").is_file():
-            atomic_write_json(self.root / "info.json", info)
-
-
-class CachedFeatureDataset(Dataset):
-    """A :class:`~plastispoof.data.dataset.TrialDataset` whose waveforms are replaced by cached encoder outputs.
-
-    Item ``i`` is ``(states (L, frames, D), target, i)``, as the wrapped dataset's ``(waveform, target, i)``;
-    a model built on ``frontend`` accepts a batch of such states in place of waveforms. The first time an
-    utterance is asked for, ``frontend`` encodes it (on the frontend's device) and the result is stored; every
-    later epoch reads the file. :meth:`fill` encodes every missing utterance in batches up front (the way to
-    go on a GPU, or with DataLoader workers).
-
-    The cache needs the same crop of an utterance every epoch, so the wrapped dataset must have
-    ``train=False`` (first ``num_samples`` samples, repeat-padded), and the front-end must be frozen.
-
-    The cache key fingerprints the encoder's weights *when* :meth:`bind` runs (at construction unless
-    ``bind=False``). Whoever changes the weights afterwards (a trainer loading another run's weights or a
-    checkpoint) must call :meth:`bind` again, or features of the old weights would be read and written.
-    """
-
-    def __init__(self, dataset, frontend: SSLFrontend, directory: str | Path, *, bind: bool = True):
-        if getattr(dataset, "train", False):
-            raise InputError("cached SSL features need a fixed crop per utterance: build the dataset with train=False")
-        self.dataset = dataset
-        self.directory = Path(directory)
-        self.frontend = frontend
-        self.cache: FeatureCache | None = None
-        _check_frozen(frontend)
-        if bind:
-            self.bind(frontend)
-
-    def bind(self, frontend: SSLFrontend) -> None:
-        """Encode with ``frontend`` from now on, under the key of its weights as they are now."""
-        _check_frozen(frontend)
-        dataset = self.dataset
-        self.frontend = frontend
-        key = frontend.cache_key(num_samples=dataset.num_samples, sample_rate=dataset.sample_rate)
-        self.cache = FeatureCache(self.directory, key)
-        self.cache.describe({"kind": frontend.kind, "states": frontend.num_encoded_states,
-                             "num_samples": dataset.num_samples, "sample_rate": dataset.sample_rate})
-
-    def _bound_cache(self) -> FeatureCache:
-        if self.cache is None:
-            raise RuntimeError("CachedFeatureDataset built with bind=False: call bind(frontend) once the weights "
-                               "are final")
-        return self.cache
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Nothing changes between epochs (fixed crops); kept so trainers can call it on any dataset."""
-
-    def _encode(self, waveforms: torch.Tensor) -> torch.Tensor:
-        device = next(self.frontend.parameters()).device
-        return self.frontend.encode(waveforms.to(device)).cpu()
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        trial = self.dataset.trials[index]
-        cache = self._bound_cache()
-        states = cache.get(trial.utt_id)
-        if states is None:
-            waveform, _, _ = self.dataset[index]
-            states = self._encode(waveform.unsqueeze(0))[0]
-            cache.put(trial.utt_id, states)
-        return states, trial.target, index
-
-    def fill(self, batch_size: int = 16) -> int:
-        """Encode every utterance not cached yet, ``batch_size`` at a time; returns how many were encoded."""
-        cache = self._bound_cache()
-        missing = [i for i, trial in enumerate(self.dataset.trials) if trial.utt_id not in cache]
-        for start in range(0, len(missing), batch_size):
-            chunk = missing[start:start + batch_size]
-            states = self._encode(torch.stack([self.dataset[i][0] for i in chunk]))
-            for i, one in zip(chunk, states):
-                cache.put(self.dataset.trials[i].utt_id, one)
-        return len(missing)
-
-
-def _check_frozen(frontend: SSLFrontend) -> None:
-    if not frontend.freeze:
-        raise InputError("only a frozen SSL front-end (freeze: true) can use a feature cache; a trained "
-                         "encoder changes its features every step")
