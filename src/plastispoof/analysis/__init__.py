@@ -14,4 +14,5 @@ Modules:
 * ``unseen``: the held-out attack-family benchmark (``reproduce unseen``).
 * ``gradcam``: Grad-CAM per ResNet stage for one audio file (``plastispoof gradcam``).
 * ``expert_usage``: MoLEx expert usage per attack and per layer (``plastispoof experts``).
+* ``tables``: what the tables share: mean ± std over seeds, cells as Markdown and CSV.
 """
