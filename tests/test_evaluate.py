@@ -12,7 +12,7 @@ from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
 from plastispoof.evaluate import evaluate_run, format_metrics
 from plastispoof.scoring import score_trials
-from plastispoof.metrics import score_protocol
+from plastispoof.score_files import score_protocol
 from plastispoof.runs import load_run_model, read_jsonl
 from plastispoof.train import train
 from tiny_run import grnn_config, tiny_config, write_tiny_corpus

@@ -16,7 +16,8 @@ from plastispoof.errors import InputError
 from plastispoof.fusion import fuse_score_files
 from plastispoof.llr_metrics import (_weighted_eers, bootstrap_eer_cis, eer_cis_for_trials, reliability,
                                      resampling_unit)
-from plastispoof.metrics import compute_eer, compute_report, read_scores
+from plastispoof.metrics import compute_eer, compute_report
+from plastispoof.score_files import read_scores
 
 
 def gaussian_llrs(rng, n, separation=2.0):

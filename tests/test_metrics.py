@@ -25,9 +25,8 @@ from plastispoof.metrics import (
     format_report,
     min_dcf,
     min_tdcf,
-    read_asv_scores,
-    read_scores,
 )
+from plastispoof.score_files import read_asv_scores, read_scores
 
 # ASVspoof cost model, written out again from the evaluation plans
 PSPOOF, PTAR, PNON = 0.05, 0.95 * 0.99, 0.95 * 0.01
@@ -177,7 +176,7 @@ def tied_score_files(tmp_path: Path, seed: int, order_seed: int | None = None) -
 
 @pytest.mark.parametrize("seed", range(12))
 def test_official_ties_reproduce_the_official_scorer_digit_for_digit(tmp_path, seed):
-    from plastispoof.metrics import score_protocol
+    from plastispoof.score_files import score_protocol
 
     protocol, scores, made = tied_score_files(tmp_path, seed)
     rows = made["rows"]
@@ -207,7 +206,7 @@ def test_the_rules_differ_on_ties_and_agree_without_them():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_grouped_ties_do_not_depend_on_the_order_of_the_files(tmp_path, seed):
-    from plastispoof.metrics import score_protocol
+    from plastispoof.score_files import score_protocol
 
     protocol, scores, _ = tied_score_files(tmp_path, seed)
     reference = score_protocol(scores, protocol)

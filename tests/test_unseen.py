@@ -12,7 +12,7 @@ import yaml
 from plastispoof.analysis.unseen import read_families, reproduce_unseen, split_eers
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
-from plastispoof.metrics import read_scores
+from plastispoof.score_files import read_scores
 from tiny_run import write_tiny_corpus
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared/data/aasist/AASIST-L.pth"

@@ -185,7 +185,8 @@ def metrics(scores: Path = typer.Option(...), protocol: Path = typer.Option(...)
             as_json: bool = typer.Option(False, "--json")) -> None:
     """EER (with 95 % bootstrap intervals), min t-DCF, per-attack EER (and ASVspoof 5 DCFs) of a score file
     against a protocol."""
-    from plastispoof.metrics import format_report, score_protocol
+    from plastispoof.metrics import format_report
+    from plastispoof.score_files import score_protocol
 
     if reliability is not None and not llr:
         raise InputError("--reliability draws predicted probabilities from LLRs: add --llr (calibrated scores)")

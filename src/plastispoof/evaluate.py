@@ -24,15 +24,11 @@ from torch import nn
 
 from plastispoof import runs
 from plastispoof.data.trials import BONAFIDE, Trial
-from plastispoof.fileio import atomic_write_json, atomic_write_text
+from plastispoof.fileio import atomic_write_json
 from plastispoof.metrics import compute_report, format_report
+from plastispoof.score_files import write_scores
 from plastispoof.scoring import (CONVENTION_TEXT, FIRST_CROP, WINDOW_MEAN, run_threshold, score_trials,
                                  window_mean_scores)
-
-
-def write_scores(path: str | Path, scores: dict[str, float]) -> Path:
-    """The score file: one ``utt_id score`` line per utterance, in the given order."""
-    return atomic_write_text(path, "".join(f"{utt} {score:.9g}\n" for utt, score in scores.items()))
 
 
 def load_run_and_trials(run_dir: str | Path, dataset: str, root: str | Path, subset: str):

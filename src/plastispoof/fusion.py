@@ -28,8 +28,8 @@ def fuse_score_files(score_files: list[str | Path], dev_key: str | Path, out: st
     from plastispoof.calibration import fit_logistic, min_cllr
     from plastispoof.data.protocols import read_protocol_file
     from plastispoof.data.trials import BONAFIDE
-    from plastispoof.evaluate import write_scores
-    from plastispoof.metrics import cllr, compute_eer, read_scores
+    from plastispoof.metrics import cllr, compute_eer
+    from plastispoof.score_files import read_scores, write_scores
 
     if not score_files:
         raise InputError("give at least one score file to fuse")

@@ -223,7 +223,7 @@ def plot_reliability_of_files(scores_path: str | Path, protocol_path: str | Path
     """The reliability diagram of an LLR score file against a protocol (``metrics --llr --reliability``)."""
     from plastispoof.data.protocols import read_protocol_file
     from plastispoof.data.trials import BONAFIDE
-    from plastispoof.metrics import read_scores
+    from plastispoof.score_files import read_scores
 
     trials = read_protocol_file(Path(protocol_path), format)
     scores = read_scores(scores_path)

@@ -22,8 +22,11 @@ Without ties both rules give identical EERs and minimum costs.
   convention, no interpolation.
 - :func:`min_tdcf`: ASVspoof 2019 (legacy) and ASVspoof 2021 (revised) tandem detection cost functions.
 - :func:`min_dcf`, :func:`act_dcf`, :func:`cllr`: the ASVspoof 5 track-1 metrics.
-- :func:`compute_report` / :func:`score_protocol`: all of them for a score file against a protocol, as the
-  metrics JSON of ``plastispoof metrics --json``.
+- :func:`compute_report`: all of them for scores against protocol trials, as the metrics JSON of
+  ``plastispoof metrics --json``.
+
+Everything here is a pure function of scores already in memory; reading score files and protocols is
+:mod:`plastispoof.score_files`.
 """
 
 from __future__ import annotations
@@ -32,13 +35,12 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from plastispoof.data.trials import BONAFIDE, Trial
-from plastispoof.errors import InputError, summarise
+from plastispoof.errors import InputError
 
 TDCF_FORMS = ("2019", "2021")
 TIE_RULES = ("grouped", "official")
@@ -86,7 +88,7 @@ def _as_scores(values: Iterable[float], what: str) -> np.ndarray:
     return scores
 
 
-def _checked_ties(ties: str) -> str:
+def check_ties(ties: str) -> str:
     if ties not in TIE_RULES:
         raise InputError(f"unknown tie rule {ties!r}; use one of {', '.join(TIE_RULES)}")
     return ties
@@ -107,7 +109,7 @@ def det_curve(bonafide_scores: Iterable[float], spoof_scores: Iterable[float], t
     >>> thresholds[1:].tolist()
     [0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.8, 0.9]
     """
-    if _checked_ties(ties) == "official":
+    if check_ties(ties) == "official":
         return _det_curve_per_trial(_as_scores(bonafide_scores, "bona fide"), _as_scores(spoof_scores, "spoof"))
     bonafide = np.sort(_as_scores(bonafide_scores, "bona fide"))
     spoof = np.sort(_as_scores(spoof_scores, "spoof"))
@@ -194,7 +196,7 @@ def asv_error_rates(asv: AsvScores, ties: str = "grouped") -> AsvErrorRates:
                          pfa_spoof=float(np.mean(spoof >= threshold)))
 
 
-def _checked_form(form: str) -> str:
+def check_tdcf_form(form: str) -> str:
     if str(form) not in TDCF_FORMS:
         raise InputError(f"unknown t-DCF form {form!r}; use one of {', '.join(TDCF_FORMS)}")
     return str(form)
@@ -247,7 +249,7 @@ def min_tdcf(bonafide_cm: Iterable[float], spoof_cm: Iterable[float], *, asv: As
     0.3085
     """
     rates = asv_error_rates(asv, ties) if asv is not None else POOLED_ASV_RATES
-    c0, c1, c2, normaliser = _tdcf_weights(rates, _checked_form(form))
+    c0, c1, c2, normaliser = _tdcf_weights(rates, check_tdcf_form(form))
     pmiss_cm, pfa_cm, _ = det_curve(bonafide_cm, spoof_cm, ties)
     return float(np.min((c0 + c1 * pmiss_cm + c2 * pfa_cm) / normaliser))
 
@@ -308,97 +310,6 @@ def cllr(bonafide_scores: Iterable[float], spoof_scores: Iterable[float]) -> flo
     return float(nats / (2 * math.log(2)))
 
 
-def _read_lines(path: Path, what: str) -> list[str]:
-    try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{what} {path} is a directory, not a file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"{what} {path} could not be read as UTF-8 text: {err}") from None
-
-
-def _parse_score(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def read_scores(path: Path | str) -> dict[str, float]:
-    """Read a CM score file into ``{utt_id: score}`` (file order).
-
-    Accepted lines (whitespace-separated, blank lines skipped): ``utt_id score`` (ours),
-    ``utt_id attack key score`` (ASVspoof 2019 / AASIST style), and the ASVspoof 5 TSV ``filename<TAB>cm-score``
-    whose first line is a header naming a score column. NaN or infinite scores, duplicate ids and lines of any
-    other shape raise :class:`InputError` with their line numbers.
-    """
-    path = Path(path)
-    scores: dict[str, float] = {}
-    first_seen: dict[str, int] = {}
-    problems: list[str] = []
-    first_content = True
-    for number, line in enumerate(_read_lines(path, "score file"), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        is_header = first_content and "score" in fields[-1].lower() and _parse_score(fields[-1]) is None
-        first_content = False
-        if is_header:
-            continue
-        if len(fields) not in (2, 4):
-            problems.append(f"line {number} has {len(fields)} fields, not 'utt_id score' or "
-                            "'utt_id attack key score'")
-            continue
-        utt_id, value = fields[0], _parse_score(fields[-1])
-        if value is None:
-            problems.append(f"line {number} score {fields[-1]!r} of {utt_id} is not a finite number")
-        elif utt_id in first_seen:
-            problems.append(f"line {number} repeats {utt_id} of line {first_seen[utt_id]}")
-        else:
-            scores[utt_id] = value
-            first_seen[utt_id] = number
-    if problems:
-        raise InputError(f"score file {path}: {summarise(problems, 'bad line(s)')}")
-    if not scores:
-        raise InputError(f"score file {path} holds no scores")
-    return scores
-
-
-ASV_KEYS = ("target", "nontarget", "spoof")
-
-
-def read_asv_scores(path: Path | str) -> AsvScores:
-    """Read an organisers' ASV score file, ``speaker key score`` per line, key target | nontarget | spoof.
-
-    The key is found by value (any column before the score), the score is the last column.
-    """
-    path = Path(path)
-    groups: dict[str, list[float]] = {key: [] for key in ASV_KEYS}
-    problems: list[str] = []
-    for number, line in enumerate(_read_lines(path, "ASV score file"), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        keys = [field for field in fields[:-1] if field in groups]
-        value = _parse_score(fields[-1])
-        if len(fields) < 2 or not keys:
-            problems.append(f"line {number} has no key ({' | '.join(ASV_KEYS)}) before its score")
-        elif value is None:
-            problems.append(f"line {number} score {fields[-1]!r} is not a finite number")
-        else:
-            groups[keys[0]].append(value)
-    if problems:
-        raise InputError(f"ASV score file {path}: {summarise(problems, 'bad line(s)')}")
-    absent = [key for key in ASV_KEYS if not groups[key]]
-    if absent:
-        raise InputError(f"ASV score file {path} has no {' or '.join(absent)} trials; t-DCF needs all of "
-                         f"{', '.join(ASV_KEYS)}")
-    return AsvScores(**{key: np.asarray(values) for key, values in groups.items()})
-
-
 def _condition(trial: Trial, column: str) -> Any:
     if column in ("attack", "speaker", "subset"):
         return getattr(trial, column)
@@ -447,7 +358,7 @@ def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: As
     >>> report["eer"], report["n_bonafide"], report["per_attack"]
     (0.25, 4, {'A01': 0.0, 'A02': 0.375})
     """
-    tdcf_form, ties = _checked_form(tdcf_form), _checked_ties(ties)
+    tdcf_form, ties = check_tdcf_form(tdcf_form), check_ties(ties)
     _check_ids(trials, scores)
     bonafide = np.array([scores[t.utt_id] for t in trials if t.label == BONAFIDE])
     spoof_trials = [t for t in trials if t.label != BONAFIDE]
@@ -501,29 +412,6 @@ def _eer_per_condition(trials: Sequence[Trial], scores: dict[str, float], column
         (bonafide if trial.label == BONAFIDE else spoof).append(scores[trial.utt_id])
     return {value: compute_eer(*classes[value], ties)[0] if all(classes[value]) else None
             for value in sorted(classes)}
-
-
-def score_protocol(scores_path: Path | str, protocol_path: Path | str, *, format: str = "auto",
-                   asv_scores: Path | str | None = None, tdcf_form: str = "2019",
-                   breakdown: Sequence[str] = ("attack",), ties: str = "grouped", llr: bool = False,
-                   bootstrap: int = 1000) -> dict[str, Any]:
-    """Read a score file and a protocol (any format :func:`read_protocol_file` knows) and :func:`compute_report`.
-
-    ``asv_scores``: the organisers' ASV score file for t-DCF; without it the pooled fallback rates are used.
-    ``ties``: ``grouped`` (default; equal scores are one threshold) or ``official`` (the official scorers'
-    per-trial sweep, for comparing with published numbers); see the module notes.
-    """
-    from plastispoof.data.protocols import read_protocol_file
-
-    tdcf_form, ties = _checked_form(tdcf_form), _checked_ties(ties)
-    trials = read_protocol_file(Path(protocol_path), format)
-    scores = read_scores(scores_path)
-    asv = read_asv_scores(asv_scores) if asv_scores is not None else None
-    try:
-        return compute_report(trials, scores, asv=asv, tdcf_form=tdcf_form, breakdown=breakdown, ties=ties,
-                              llr=llr, bootstrap=bootstrap)
-    except InputError as err:
-        raise InputError(f"scores {scores_path} against protocol {protocol_path}: {err}") from None
 
 
 def _table(title: str, column: str, rows: dict[str, float | None],

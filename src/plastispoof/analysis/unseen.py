@@ -317,7 +317,7 @@ def system_config(recipe: dict, system: str, family: str, root: Path, seed: int,
 def _evaluate(run_dir: Path, root: Path, held_out: list[str]) -> dict[str, Any]:
     from plastispoof.data.protocols import read_dataset
     from plastispoof.evaluate import evaluate_run
-    from plastispoof.metrics import read_scores
+    from plastispoof.score_files import read_scores
 
     score_file = run_dir / "scores" / "asv19-la-eval.txt"
     if not score_file.is_file():
