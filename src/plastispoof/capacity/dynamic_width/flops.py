@@ -59,6 +59,10 @@ class FlopsModel:
     def __call__(self, widths: Mapping[str, Any]) -> Any:
         return self.fixed + sum(layer.flops(widths) for layer in self.layers)
 
+    def ratio(self, widths: Mapping[str, Any]) -> Any:
+        """FLOPs at ``widths`` as a fraction of the full model's."""
+        return self(widths) / self.full
+
     @classmethod
     def trace(cls, model: nn.Module, sites: list[GrowthSite], num_samples: int) -> "FlopsModel":
         """Measure ``model`` (at its current, plain widths) on one utterance of ``num_samples`` samples."""
@@ -98,6 +102,36 @@ class FlopsModel:
         return cls(tuple(layers), float(total - dependent), float(total))
 
 
+def project_widths(flops_model: FlopsModel, widths: Mapping[str, int], minimums: Mapping[str, int],
+                   cap: float) -> tuple[dict[str, int], float]:
+    """Scale integer ``widths`` down by one common factor until the model costs at most ``cap`` of its full FLOPs.
+
+    Site ``s`` gets ``max(minimums[s], floor(t * widths[s]))`` with the largest ``t`` in ``[0, 1]`` that fits, so
+    every site keeps its share of what it learnt. Returns the widths and ``t`` (1 when they already fit). When
+    even the minimums cost more than ``cap`` they are returned with ``t = 0`` (callers refuse such a ``cap``
+    up front: it is below the model's floor).
+
+    >>> model = FlopsModel((LayerCost("a", 1.0, 10, "a"), LayerCost("b", 1.0, "a", "b")), fixed=0.0, full=200.0)
+    >>> widths, scale = project_widths(model, {"a": 10, "b": 10}, {"a": 1, "b": 1}, cap=0.5)  # FLOPs 10a + ab
+    >>> widths, model.ratio(widths)  # at a = b = 7 the model would cost 119 / 200
+    ({'a': 6, 'b': 6}, 0.48)
+    """
+    def scaled(scale: float) -> dict[str, int]:
+        return {name: max(minimums[name], min(width, math.floor(scale * width + 1e-9)))
+                for name, width in widths.items()}
+
+    def fits(scale: float) -> bool:
+        return flops_model.ratio(scaled(scale)) <= cap
+
+    if fits(1.0):
+        return dict(widths), 1.0
+    low, high = 0.0, 1.0  # fits(low) holds, or nothing does
+    for _ in range(40):  # far finer than the steps 1 / width at which the integer widths change
+        middle = (low + high) / 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return scaled(low), low
+
+
 def _per_unit(module: nn.Module, output: Any) -> tuple[float, bool]:
     """FLOPs per (input width x output width) of one call, and whether it is recurrent."""
     if isinstance(module, nn.GRU):
@@ -134,6 +168,10 @@ class FlopBudget(nn.Module):
     def ratio(self) -> torch.Tensor:
         """FLOPs now as a fraction of the original model's."""
         return self.flops() / self.flops_model.full
+
+    def kept_ratio(self) -> float:
+        """FLOPs fraction of the channels a shrink would keep now (``ceil(K)`` per site)."""
+        return float(self.flops_model.ratio({name: gate.kept() for name, gate in self._gates.items()}))
 
     def auxiliary_loss(self) -> torch.Tensor:
         return self.weight * F.relu(self.ratio() - self.kappa)

@@ -11,7 +11,7 @@ from pydantic import Field
 from torch import nn
 
 from plastispoof.capacity.base import OptionsTransform, StrategyOptions, Transform
-from plastispoof.capacity.dynamic_width.flops import BUDGET_NAME, FlopBudget, FlopsModel
+from plastispoof.capacity.dynamic_width.flops import BUDGET_NAME, FlopBudget, FlopsModel, project_widths
 from plastispoof.capacity.dynamic_width.gate import (DYNAMIC_KINDS, DynamicWidth, dynamic_sites, dynamic_widths,
                                                      gated_path)
 from plastispoof.capacity.growth import select_sites, site_width
@@ -42,7 +42,6 @@ def fold_gate(model: nn.Module, site: GrowthSite, gate: DynamicWidth) -> None:
             tensor.mul_(scale.reshape(-1, *([1] * (tensor.dim() - 1))).to(tensor.dtype))
 
 
-
 class DynamicWidthSettings(StrategyOptions):
     """How widths are learnt (recorded with the ``dynamic-width`` transform)."""
 
@@ -60,7 +59,12 @@ class DynamicWidthSettings(StrategyOptions):
 
 @TRANSFORMS.register("dynamic-width")
 class MakeWidthsDynamic(OptionsTransform):
-    """Wrap every chosen site in a :class:`DynamicWidth` gate and attach the model's :class:`FlopBudget`."""
+    """Wrap every chosen site in a :class:`DynamicWidth` gate and attach the model's :class:`FlopBudget`.
+
+    A ``kappa`` below the model's floor (the FLOPs of what no gate shrinks, the front-end and head say, plus every
+    site at its minimum width) cannot be met and is refused; a replay (:meth:`from_record`) rebuilds what a run
+    recorded and does not judge it again.
+    """
 
     kind = "dynamic-width"
     Options = DynamicWidthSettings
@@ -70,6 +74,7 @@ class MakeWidthsDynamic(OptionsTransform):
         super().__init__(settings)
         self.sites = sites
         self.groups = groups
+        self.replay = False
 
     def _choose(self, model: nn.Module) -> list[GrowthSite]:
         chosen = select_sites(model, self.sites, layers="all")
@@ -97,12 +102,18 @@ class MakeWidthsDynamic(OptionsTransform):
             raise InputError(f"dynamic widths measure FLOPs on {settings.seconds} s of audio and need the model's "
                              f"sample_rate; {type(model).__name__} has none")
         flops_model = FlopsModel.trace(model, sites, round(settings.seconds * sample_rate))
+        full_widths = {site.name: site_width(model, site) for site in sites}
+        minimums = {name: max(1, math.ceil(settings.min_fraction * full)) for name, full in full_widths.items()}
+        floor = flops_model.ratio(minimums)
+        if settings.kappa < floor and not self.replay:
+            shown = math.ceil(floor * 1000) / 1000  # rounded up, so asking for the number shown is accepted
+            raise InputError(f"kappa {settings.kappa:g} is below this model's floor {shown:.3f} (front-end and head "
+                             f"FLOPs that dynamic widths cannot shrink, and every site at min_fraction "
+                             f"{settings.min_fraction:g} of its width)")
         gates = {}
         for site in sites:
-            full = site_width(model, site)
-            gate = DynamicWidth(get_module(model, gated_path(site)), full_width=full,
-                                min_width=max(1, math.ceil(settings.min_fraction * full)), noise=settings.noise,
-                                speed=settings.width_speed)
+            gate = DynamicWidth(get_module(model, gated_path(site)), full_width=full_widths[site.name],
+                                min_width=minimums[site.name], noise=settings.noise, speed=settings.width_speed)
             set_module(model, gated_path(site), gate)
             gates[site.name] = gate
         setattr(model, BUDGET_NAME, FlopBudget(flops_model, gates, settings.kappa, settings.flops_weight))
@@ -115,7 +126,9 @@ class MakeWidthsDynamic(OptionsTransform):
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "MakeWidthsDynamic":
         settings = {key: value for key, value in record.items() if key not in ("kind", "sites")}
-        return cls(DynamicWidthSettings(**settings), sites=record["sites"])
+        transform = cls(DynamicWidthSettings(**settings), sites=record["sites"])
+        transform.replay = True
+        return transform
 
 
 @TRANSFORMS.register("shrink")
@@ -124,13 +137,20 @@ class Shrink(Transform):
 
     The widths are read from the gates on the first ``apply`` and recorded, so a replay cuts the same channels.
     ``record()`` also notes the continuous widths and the FLOPs ratio at that moment (for reading only).
+
+    ``cap`` bounds the FLOPs (as a fraction of the full model's) of what is kept; a final shrink's cap is the
+    budget's ``kappa`` unless given. When the learnt widths cost more, they are scaled down together
+    (:func:`~plastispoof.capacity.dynamic_width.flops.project_widths`) until they fit, and the record says so
+    under ``projection`` (the widths learnt, their FLOPs ratio, the cap and the common scale); ``kept_flops_ratio``
+    is the FLOPs ratio of the widths kept. Both are for reading only: a replay reads ``widths`` and ``final``.
     """
 
     kind = "shrink"
 
-    def __init__(self, final: bool = False, widths: dict[str, int] | None = None):
+    def __init__(self, final: bool = False, widths: dict[str, int] | None = None, cap: float | None = None):
         self.final = final
         self.widths = widths
+        self.cap = cap
         self._seen: dict[str, Any] = {}
 
     def apply(self, model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
@@ -138,9 +158,7 @@ class Shrink(Transform):
         if not gated:
             raise InputError("shrink: the model has no dynamic widths (was dynamic-width applied before?)")
         if self.widths is None:
-            self.widths = {site.name: gate.kept() for site, gate in gated}
-            budget = getattr(model, BUDGET_NAME)
-            self._seen = {"continuous": dynamic_widths(model), "flops_ratio": budget.ratio().item()}
+            self._choose_widths(model, gated)
         for site, gate in gated:
             keep = self.widths[site.name]
             if keep < gate.channels:
@@ -151,6 +169,22 @@ class Shrink(Transform):
             replace_wrappers(model, DynamicWidth, unwrap)
             delattr(model, BUDGET_NAME)
         return model
+
+    def _choose_widths(self, model: nn.Module, gated: list[tuple[GrowthSite, DynamicWidth]]) -> None:
+        """Read the widths the gates keep, projected under the cap, and note what was seen."""
+        budget = getattr(model, BUDGET_NAME)
+        flops_model = budget.flops_model
+        learnt = {site.name: gate.kept() for site, gate in gated}
+        self._seen = {"continuous": dynamic_widths(model), "flops_ratio": budget.ratio().item()}
+        cap = budget.kappa if self.final and self.cap is None else self.cap
+        self.widths = learnt
+        if cap is not None:
+            minimums = {site.name: gate.min_width for site, gate in gated}
+            self.widths, scale = project_widths(flops_model, learnt, minimums, cap)
+            if scale < 1.0:
+                self._seen["projection"] = {"cap": cap, "learnt_widths": learnt, "scale": scale,
+                                            "learnt_flops_ratio": float(flops_model.ratio(learnt))}
+        self._seen["kept_flops_ratio"] = float(flops_model.ratio(self.widths))
 
     def record(self) -> dict[str, Any]:
         if self.widths is None:
