@@ -278,7 +278,7 @@ def test_groups_choose_the_stacks():
 
 
 def test_strategy_trains_shrinks_and_leaves_a_plain_rebuildable_run(tmp_path):
-    from plastispoof.train import train
+    from plastispoof.training import train
 
     corpus = write_tiny_corpus(tmp_path / "corpus", seconds=SAMPLES / 16000)
     strategy = {"name": "dynamic-width", "args": {"kappa": 0.95, "flops_weight": 2.0, "width_speed": 64.0,
@@ -307,35 +307,34 @@ def test_the_trainer_gives_widths_no_weight_decay_and_no_clipping(tmp_path):
     gradient, while the weights' update is the clipped gradient plus their decay."""
     import copy
 
-    from plastispoof.capacity.base import Stage
-    from plastispoof.train import Trainer, auxiliary_loss, classification_loss
+    from plastispoof.training.losses import auxiliary_loss, classification_loss
+    from plastispoof.training.optim import Optimisation
     from tiny_run import tiny_config
 
     lr, decay, clip = 0.1, 0.5, 1e-3
     cfg = tiny_config(tmp_path, tmp_path, train={"optimizer": "sgd", "lr": lr, "weight_decay": decay,
                                                  "grad_clip": clip})
-    trainer = Trainer(cfg)
-    trainer.model = dynamic("grnn", noise=False, kappa=TINY_GRNN_KAPPA)  # no noise: the reference backward below sees the same loss
-    trainer.class_weights = None
-    trainer._build_optimizer(Stage("dynamic", 1))
+    model = dynamic("grnn", noise=False, kappa=TINY_GRNN_KAPPA)  # no noise: the reference backward below sees the same loss
+    optimisation = Optimisation(cfg.train, torch.device("cpu"))  # the trainer's optimiser and step
+    optimisation.build(model, cfg.data.num_samples, "stage 'dynamic'")
     x, target = waveforms(), torch.tensor([0, 1])
 
-    reference = copy.deepcopy(trainer.model).train()
+    reference = copy.deepcopy(model).train()
     loss = classification_loss(cfg.train.loss, reference(x), target, None) + auxiliary_loss(reference)
     loss.backward()
     gradients = {name: p.grad.clone() for name, p in reference.named_parameters() if p.grad is not None}
-    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
-    trainer._step(x, target, [p for group in trainer.optimizer.param_groups for p in group["params"]])
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimisation.step(x, target, None)
 
     widths = [name for name in before if name.endswith("scaled_width")]
     weights = [name for name in gradients if name not in widths]
     assert len(widths) == 3 and weights
     for name in widths:
         assert gradients[name].abs() > 0, name
-        moved = dict(trainer.model.named_parameters())[name].detach() - before[name]
+        moved = dict(model.named_parameters())[name].detach() - before[name]
         torch.testing.assert_close(moved, -lr * gradients[name], rtol=1e-5, atol=1e-9)
     # weights: update = -lr (clipped gradient + decay * weight); the clipped gradients have norm `clip`
-    after = dict(trainer.model.named_parameters())
+    after = dict(model.named_parameters())
     clipped = [(before[n] - after[n].detach()) / lr - decay * before[n] for n in weights]
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in clipped]))
     raw = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(gradients[n]) for n in weights]))
@@ -410,7 +409,7 @@ def test_the_strategy_caps_the_flops_each_epoch_and_ends_at_kappa_even_if_widths
 def test_a_trained_run_meets_kappa_and_its_projected_shrink_replays(tmp_path):
     """Default settings, one epoch at GRNN's learning rate: too few steps for the penalty, so the final shrink
     projects; the fine-tune epoch trains the projected shape, and meta.json rebuilds it."""
-    from plastispoof.train import train
+    from plastispoof.training import train
 
     kappa = 0.25
     corpus = write_tiny_corpus(tmp_path / "corpus", seconds=SAMPLES / 16000)
@@ -433,7 +432,7 @@ def test_a_kappa_below_the_models_floor_is_refused_up_front_but_a_recorded_one_r
     torch.manual_seed(0)
     settings = DynamicWidthSettings(kappa=0.05, seconds=SAMPLES / 16000)
     model = build_model("grnn")
-    with pytest.raises(InputError, match=r"^kappa 0.05 is below this model's floor 0\.16\d \(front-end and head"):
+    with pytest.raises(InputError, match=r"^kappa 0.05 is below this model's floor 0\.16\d \(the FLOPs of its front-end, head"):
         MakeWidthsDynamic(settings).apply(model)
     assert not any(isinstance(module, DynamicWidth) for module in model.modules())  # refused before any change
     # The floor is what the model costs with every site at its minimum width.

@@ -107,9 +107,9 @@ class MakeWidthsDynamic(OptionsTransform):
         floor = flops_model.ratio(minimums)
         if settings.kappa < floor and not self.replay:
             shown = math.ceil(floor * 1000) / 1000  # rounded up, so asking for the number shown is accepted
-            raise InputError(f"kappa {settings.kappa:g} is below this model's floor {shown:.3f} (front-end and head "
-                             f"FLOPs that dynamic widths cannot shrink, and every site at min_fraction "
-                             f"{settings.min_fraction:g} of its width)")
+            raise InputError(f"kappa {settings.kappa:g} is below this model's floor {shown:.3f} (the FLOPs of its "
+                             f"front-end, head and other layers that dynamic widths cannot shrink, with every site "
+                             f"at min_fraction {settings.min_fraction:g} of its width)")
         gates = {}
         for site in sites:
             gate = DynamicWidth(get_module(model, gated_path(site)), full_width=full_widths[site.name],
