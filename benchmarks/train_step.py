@@ -1,7 +1,7 @@
 """Forward and backward time of one training step per model (random weights), timed as the trainer times them.
 
 Each model is built with its registry defaults and trained on a batch of ``--batch`` x ``--seconds`` of noise
-with the trainer's default optimizer. A step is split as in ``plastispoof.train``: the forward pass with the
+with the trainer's default optimizer. A step is split as in ``plastispoof.training``: the forward pass with the
 loss (plus any method regulariser) is one timing, ``loss.backward()`` the other; the optimiser step runs but
 is not timed. Medians over ``--steps`` steps after ``--warmup`` are printed with the parameter counts
 (wav2vec2 keeps its CNN feature encoder frozen by default, so fewer of its parameters train) and the
@@ -29,7 +29,8 @@ from plastispoof.config import TrainConfig
 from plastispoof.cost import count_flops
 from plastispoof.models.base import build_model, count_parameters
 from plastispoof.runtime import keep_freed_memory
-from plastispoof.train import auxiliary_loss, build_optimizer, classification_loss
+from plastispoof.training.losses import auxiliary_loss, classification_loss
+from plastispoof.training.optim import build_optimizer
 
 MODELS = ["resnet18", "grnn", "wav2vec2-small", "aasist-l", "aasist"]
 BASE = "wav2vec2"  # the base size: 94 M parameters, several seconds a step on a CPU

@@ -20,7 +20,7 @@ from plastispoof.config import validate
 from plastispoof.data.dataset import TrialDataset
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import tiny_config, write_tiny_corpus
 
 RATE = 16000

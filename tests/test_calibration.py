@@ -20,7 +20,7 @@ from plastispoof.errors import InputError
 from plastispoof.inference import Detector
 from plastispoof.results import window_starts
 from plastispoof.metrics import cllr, compute_eer
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config, write_tiny_corpus
 
 

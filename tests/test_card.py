@@ -13,7 +13,7 @@ from plastispoof.calibration import calibrate, model_hash
 from plastispoof.card import format_card, read_card
 from plastispoof.errors import InputError
 from plastispoof.runs import load_run_model
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import grnn_config, write_tiny_corpus
 
 

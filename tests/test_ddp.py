@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from plastispoof.runs import read_jsonl
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import tiny_config, write_tiny_corpus
 
 

@@ -14,7 +14,7 @@ from plastispoof.evaluate import evaluate_run, format_metrics
 from plastispoof.scoring import score_trials
 from plastispoof.score_files import score_protocol
 from plastispoof.runs import load_run_model, read_jsonl
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import grnn_config, tiny_config, write_tiny_corpus
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,7 @@ import torch
 from plastispoof.capacity.base import Stage, Strategy, StrategyOptions
 from plastispoof.registry import STRATEGIES
 from plastispoof.runs import load_run_model
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import tiny_config, write_tiny_corpus
 
 NUM_SAMPLES = 4000

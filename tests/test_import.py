@@ -17,7 +17,7 @@ from plastispoof.inference import Detector
 from plastispoof.models.aasist import load_official, read_state_dict
 from plastispoof.models.base import build_model
 from plastispoof.pretrained import import_checkpoint
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import tiny_config, write_tiny_corpus
 
 OFFICIAL_DIR = Path(__file__).resolve().parents[2] / "shared/data/aasist"

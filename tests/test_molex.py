@@ -17,7 +17,7 @@ from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_text
 from plastispoof.models.base import build_model
 from plastispoof.runs import load_state_strict, read_weights, save_weights, write_meta
-from plastispoof.train import auxiliary_loss
+from plastispoof.training.losses import auxiliary_loss
 from tiny_run import tiny_config, write_tiny_corpus
 
 SAMPLES = 4000  # 0.25 s = 12 frames: more than the 10 that wav2vec2's training-time time masking spans
@@ -262,7 +262,7 @@ def test_expert_usage_report_refuses_a_run_without_experts(tmp_path, corpus):
 
 @pytest.mark.slow
 def test_train_molex_then_add_experts_then_report(tmp_path, corpus):
-    from plastispoof.train import train
+    from plastispoof.training import train
 
     sections = dict(data={"num_samples": SAMPLES, "batch_size": 4, "eval_batch_size": 8},
                     model={"name": "wav2vec2", "args": {"size": "small", "num_layers": 1}},

@@ -235,7 +235,7 @@ def test_tiny_ssl_nes2net_trains_end_to_end_and_rebuilds_from_its_run(tmp_path):
     from plastispoof.scoring import score_trials
     from plastispoof.data.protocols import read_dataset
     from plastispoof.runs import load_run_model, read_meta
-    from plastispoof.train import train
+    from plastispoof.training import train
 
     corpus = write_corpus(tmp_path / "corpus", profile="tiny", seed=1)
     cfg = validate({

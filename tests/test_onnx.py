@@ -16,7 +16,7 @@ from plastispoof.errors import InputError
 from plastispoof.inference import Detector
 from plastispoof.onnx_export import export_onnx
 from plastispoof.onnx_runtime import OnnxDetector, read_export_metadata
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, write_tiny_corpus
 
 

@@ -107,7 +107,7 @@ def test_trainer_runs_plasticity_then_frozen_dropin_from_it(tmp_path):
 
     from plastispoof.config import validate
     from plastispoof.runs import load_run_model
-    from plastispoof.train import train
+    from plastispoof.training import train
 
     def config(name: str, strategy: str, **args):
         base = grnn_config(tmp_path, corpus, name=name).model_dump()

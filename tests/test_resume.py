@@ -14,7 +14,7 @@ from torch import nn
 from plastispoof import runs
 from plastispoof.errors import InputError
 from plastispoof.runs import flatten_state, load_run_model, read_jsonl, unflatten_state
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import tiny_config, write_tiny_corpus
 
 TIMING_KEYS = {"fwd_ms", "bwd_ms", "epoch_s", "time", "forward_ms", "backward_ms"}

@@ -16,7 +16,7 @@ from plastispoof.errors import InputError
 from plastispoof.scoring import score_trials
 from plastispoof.inference import Detector
 from plastispoof.results import ScoreResult, format_results
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config, write_tiny_corpus
 
 

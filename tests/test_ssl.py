@@ -221,7 +221,7 @@ def test_cache_refuses_random_crops_and_trained_encoders(tmp_path, dev_dataset):
 def test_training_reads_frozen_features_from_the_cache(tmp_path, tiny_corpus):
     """With ``data.feature_cache`` the trainer encodes each utterance once and trains the back-end on the cache."""
     from plastispoof.config import validate
-    from plastispoof.train import train
+    from plastispoof.training import train
 
     cache = tmp_path / "cache"
     cfg = validate({"name": "cached", "output_dir": str(tmp_path / "runs"),

@@ -18,7 +18,7 @@ from plastispoof.inference import Detector
 from plastispoof.models.base import SpoofModel
 from plastispoof.stress import (CONDITIONS, _Babble, _DegradedDataset, check_conditions, packet_loss, stress,
                                 stress_command)
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import grnn_config, write_tiny_corpus
 
 RATE = 16000

@@ -13,7 +13,7 @@ from plastispoof.scoring import score_trials
 from plastispoof.inference import Detector
 from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN, run_threshold
 from plastispoof.metrics import compute_eer
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import tiny_config, write_tiny_corpus
 
 

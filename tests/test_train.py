@@ -18,7 +18,7 @@ from plastispoof.errors import InputError
 from plastispoof.scoring import score_trials
 from plastispoof.metrics import compute_eer
 from plastispoof.runs import load_run_model, read_jsonl
-from plastispoof.train import train
+from plastispoof.training import train
 from tiny_run import TinySpectrumModel, tiny_config, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[1]

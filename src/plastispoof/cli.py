@@ -63,7 +63,7 @@ def train(config: Path, set_: List[str] = typer.Option([], "--set", help="overri
           resume: bool = typer.Option(False, help="continue a killed run from its last checkpoint")) -> None:
     """Train a model with a strategy from a YAML config."""
     from plastispoof.config import load_config
-    from plastispoof.train import train as run_training
+    from plastispoof.training import train as run_training
 
     run_dir = run_training(load_config(config, set_), resume=resume)
     typer.echo(f"run directory: {run_dir}")

@@ -271,3 +271,154 @@ def git_commit() -> str | None:
     if result.returncode != 0:
         return None
     return result.stdout.strip() or None
+
+
+# ------------------------------------------------------------------------------------------- the recorder
+
+
+def _flat_items(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        return {k: v for key, value in data.items() for k, v in _flat_items(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): data}
+
+
+def config_difference(stored, given) -> str | None:
+    """First key whose value differs between two :class:`~plastispoof.config.ExperimentConfig` s, as
+    ``key: stored -> given``."""
+    old, new = _flat_items(stored.model_dump(mode="json")), _flat_items(given.model_dump(mode="json"))
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            return f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+    return None
+
+
+def check_same_experiment(run_dir: Path, cfg) -> None:
+    """Refuse to resume or reuse ``run_dir`` when it holds a run of another config (say, fewer epochs)."""
+    if (run_dir / CONFIG).is_file():
+        difference = config_difference(read_run_config(run_dir), cfg)
+        if difference:
+            raise InputError(f"{run_dir} holds a run of another config ({difference}); use the same config, or "
+                             f"another run name or output folder")
+
+
+class RunRecorder:
+    """Writes a training run's directory (see the module notes) as the trainer goes; only the main process
+    (``is_main``) writes, every process may ask."""
+
+    def __init__(self, cfg, is_main: bool = True):
+        from plastispoof.config import dump_config
+
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+        self.is_main = is_main
+        self.meta_base: dict[str, Any] = {}
+        self._config_text = dump_config(cfg)
+
+    def has_work(self, resume: bool) -> bool:
+        """Check the run directory against ``resume``; False when the run has already finished."""
+        run_dir = self.run_dir
+        occupied = run_dir.is_dir() and any(run_dir.iterdir())
+        if occupied and not resume:
+            raise InputError(f"run directory {run_dir} already exists and is not empty; pass --resume to continue "
+                             f"it, or choose another name (name: in the config, or --set name=...)")
+        if resume:
+            check_same_experiment(run_dir, self.cfg)
+        return not (resume and (run_dir / META).is_file() and read_meta(run_dir).get("finished"))
+
+    def start(self) -> None:
+        """A fresh run: its config, and an empty metrics log."""
+        if self.is_main:
+            atomic_write_text(self.run_dir / CONFIG, self._config_text)
+            truncate_jsonl(self.run_dir / METRICS, 0)
+
+    def describe(self, model: nn.Module, reported_stage: int | None, world_size: int) -> None:
+        """What meta.json says of the run besides its progress: model, strategy, input, seed, provenance."""
+        cfg, data = self.cfg, self.cfg.data
+        # A model built from a pretrained folder stores that folder's architecture, so the run needs no folder.
+        rebuild = model.rebuild_args()
+        args = cfg.model.args if rebuild == model.config else rebuild
+        self.meta_base = {"model": {"name": cfg.model.name, "args": args},
+                          "strategy": {"name": cfg.strategy.name, "args": cfg.strategy.args,
+                                       "reported_stage": reported_stage},
+                          "input": {"num_samples": data.num_samples, "sample_rate": data.sample_rate},
+                          "seed": cfg.seed, "world_size": world_size,
+                          "versions": environment_versions(), "git_commit": git_commit()}
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.is_main:
+            append_jsonl(self.run_dir / METRICS, record)
+
+    def truncate_log(self, lines: int) -> None:
+        """Drop what a killed run logged after its last checkpoint."""
+        if self.is_main:
+            truncate_jsonl(self.run_dir / METRICS, lines)
+
+    def save_best(self, model: nn.Module, index: int, stage: str) -> str:
+        """The stage's best weights so far; returns their path relative to the run directory."""
+        path = stage_dir(self.run_dir, index, stage) / MODEL
+        if self.is_main:
+            save_weights(model.state_dict(), path)
+        return str(path.relative_to(self.run_dir))
+
+    def load(self, model: nn.Module, relative: str) -> None:
+        load_state_strict(model, read_weights(self.run_dir / relative), str(self.run_dir / relative))
+
+    def save_stage(self, model: nn.Module, index: int, summary: dict[str, Any]) -> None:
+        if self.is_main:
+            directory = stage_dir(self.run_dir, index, summary["name"])
+            save_weights(model.state_dict(), directory / MODEL)
+            atomic_write_json(directory / "summary.json", summary)
+
+    def checkpoint(self, model: nn.Module, state: dict[str, Any]) -> None:
+        if self.is_main:
+            save_checkpoint(self.run_dir, model.state_dict(), state)
+
+    def write_meta(self, transforms: list[dict[str, Any]], stages: list[dict[str, Any]], finished: bool,
+                   window_mean_threshold: float | None = None) -> None:
+        from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN
+
+        if not self.is_main:
+            return
+        last = stages[-1]
+        # dev_threshold stays the first-crop one (model selection uses it); dev_thresholds names each convention.
+        thresholds = {FIRST_CROP: last["dev_threshold"]}
+        if window_mean_threshold is not None:
+            thresholds[WINDOW_MEAN] = window_mean_threshold
+        write_meta(self.run_dir, {**self.meta_base, "transforms": transforms, "stages": stages,
+                                  "params": last["params"], "trainable_params": last["trainable_params"],
+                                  "dev_eer": last["dev_eer"], "dev_threshold": last["dev_threshold"],
+                                  "dev_threshold_convention": FIRST_CROP, "dev_thresholds": thresholds,
+                                  "finished": finished})
+
+    def finish(self, model: nn.Module, transforms: list[dict[str, Any]], stages: list[dict[str, Any]],
+               window_mean_threshold: float | None) -> None:
+        """The final weights and meta, the model card and the training-curve plot."""
+        from plastispoof.card import write_run_card
+        from plastispoof.plots import plot_training_curves
+
+        if not self.is_main:
+            return
+        save_weights(model.state_dict(), self.run_dir / MODEL)
+        self.write_meta(transforms, stages, True, window_mean_threshold)
+        write_run_card(self.run_dir)  # model card: plastispoof.card
+        plot_training_curves(read_jsonl(self.run_dir / METRICS), self.run_dir / "plots" / "training.png",
+                             title=self.cfg.name)
+
+
+def adopt_run(model: nn.Module, run_dir: str | Path, transforms: list[dict[str, Any]], stage: str) -> nn.Module:
+    """Turn ``model`` (transformed by ``transforms`` so far) into a finished run's model: replay the transforms
+    that run has beyond ours (appending them to ``transforms``, so this run rebuilds too), then load its final
+    weights strictly."""
+    from plastispoof.capacity.base import apply_transforms
+
+    source = read_meta(run_dir).get("transforms", [])
+    if source[:len(transforms)] != transforms:
+        raise InputError(f"stage {stage!r}: init_from run {run_dir} was transformed differently from this model "
+                         f"({len(source)} vs {len(transforms)} transforms); it cannot be loaded here")
+    model = apply_transforms(model, source[len(transforms):])
+    transforms.extend(source[len(transforms):])
+    weights = Path(run_dir) / MODEL
+    if not weights.is_file():
+        raise InputError(f"stage {stage!r}: init_from run {run_dir} has not finished (no {MODEL})")
+    load_state_strict(model, read_weights(weights), f"init_from {weights}")
+    return model

@@ -77,7 +77,8 @@ def strategy_applies(model_cfg: ExperimentConfig) -> bool:
 def run_cell(cfg: ExperimentConfig, eval_subset: str) -> dict[str, Any]:
     """Train (or resume, or skip when finished) and evaluate one run; return its row's raw numbers."""
     from plastispoof.evaluate import evaluate_run
-    from plastispoof.train import check_same_experiment, train
+    from plastispoof.runs import check_same_experiment
+    from plastispoof.training import train
 
     run_dir = cfg.run_dir
     check_same_experiment(run_dir, cfg)  # a finished run of, say, fewer epochs must not stand in for this one

@@ -1,0 +1,92 @@
+"""The data a training run reads: the train loader (seeded order, optional DDP sharding, optional feature
+cache) and the dev trials, built from a config's ``data`` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from plastispoof.config import ExperimentConfig
+from plastispoof.data.trials import Trial
+from plastispoof.errors import InputError
+
+
+@dataclass
+class TrainingData:
+    """What :func:`training_data` builds. ``loader_generator`` drives the data order and is checkpointed."""
+
+    dataset: Any  # a TrialDataset, or a CachedFeatureDataset around one
+    loader: DataLoader
+    loader_generator: torch.Generator
+    dev_trials: list[Trial]
+    class_weights: torch.Tensor | None
+    steps_per_epoch: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Crops, augmentation and (under DDP) the shard order of epoch ``epoch``."""
+        self.dataset.set_epoch(epoch)
+        if isinstance(self.loader.sampler, DistributedSampler):
+            self.loader.sampler.set_epoch(epoch)
+
+    def bind_feature_cache(self, model: nn.Module) -> None:
+        """Key the feature cache by the front-end's weights as they are now, once they are final for the stage
+        (after ``init_from``, the stage's transforms, or a restored checkpoint), so a run started from another
+        run reads and writes the features of the weights it really trains with."""
+        if hasattr(self.dataset, "bind"):
+            self.dataset.bind(model.frontend)
+
+
+def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device, rank: int = 0,
+                  world_size: int = 1) -> TrainingData:
+    """Read the train and dev subsets (subsampled as configured, both classes required) and build the loader."""
+    from plastispoof.data.dataset import TrialDataset, subsample
+    from plastispoof.data.protocols import read_dataset
+    from plastispoof.training.losses import class_weights
+    from plastispoof.training.seeding import seed_worker
+
+    data = cfg.data
+    train_trials = read_dataset(data.dataset, data.root, data.train_subset)
+    dev_trials = read_dataset(data.dataset, data.root, data.dev_subset)
+    if data.max_train:
+        train_trials = subsample(train_trials, data.max_train, cfg.seed)
+    if data.max_dev:
+        dev_trials = subsample(dev_trials, data.max_dev, cfg.seed)
+    for subset, trials in ((data.train_subset, train_trials), (data.dev_subset, dev_trials)):
+        missing = {"bonafide", "spoof"} - {t.label for t in trials}
+        if missing:
+            raise InputError(f"{data.dataset} subset {subset!r} ({len(trials)} trials after subsampling) has no "
+                             f"{' or '.join(sorted(missing))} trials; training needs both classes")
+    weights = class_weights(cfg.train, [t.target for t in train_trials])
+    dataset = TrialDataset(train_trials, num_samples=data.num_samples, sample_rate=data.sample_rate,
+                           train=not data.feature_cache, seed=cfg.seed, augment=data.augment)
+    if data.feature_cache:
+        dataset = _cached_features(dataset, model, cfg.model.name, data.feature_cache)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed)
+    else:
+        sampler = RandomSampler(dataset, generator=generator)
+    # A last batch of one utterance breaks BatchNorm in training mode: drop the ragged batch when a full one exists.
+    loader = DataLoader(dataset, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
+                        worker_init_fn=seed_worker, generator=generator, drop_last=len(sampler) >= data.batch_size,
+                        pin_memory=device.type == "cuda")
+    steps = len(loader)
+    return TrainingData(dataset, loader, generator, dev_trials,
+                        None if weights is None else weights.to(device),
+                        min(steps, cfg.train.max_steps_per_epoch or steps))
+
+
+def _cached_features(dataset, model: nn.Module, model_name: str, directory: str):
+    """Train on the frozen SSL front-end's features, encoded once and read from disk afterwards."""
+    from plastispoof.data.feature_cache import CachedFeatureDataset
+    from plastispoof.models.ssl import SSLFrontend
+
+    frontend = getattr(model, "frontend", None)
+    if not isinstance(frontend, SSLFrontend):
+        raise InputError(f"data.feature_cache needs a model with an SSL front-end; {model_name!r} has none")
+    # Keyed later (TrainingData.bind_feature_cache): init_from weights or a checkpoint may still replace them.
+    return CachedFeatureDataset(dataset, frontend, directory, bind=False)
