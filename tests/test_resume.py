@@ -139,3 +139,16 @@ def test_weights_of_another_model_are_refused(uninterrupted):
     runs.save_weights(nn.Linear(3, 2).state_dict(), other / "model.safetensors")
     with pytest.raises(InputError, match="checkpoint is from another model: .*missing tensors"):
         load_run_model(other)
+
+
+def test_a_checkpoint_written_before_best_tracking_had_its_own_object_still_loads():
+    from plastispoof.training.progress import RunProgress
+
+    progress = RunProgress(stage=1, epoch=2, global_step=7, transforms=[{"kind": "dropin"}])
+    progress.best.keep(0.125, 2, 0.5, "stages/1-dropin/model.safetensors")
+    progress.best.miss()
+    state = progress.state()
+    best = state.pop("best")
+    older = {**state, **{f"best_{key}": best[key] for key in ("eer", "threshold", "epoch", "weights")},
+             "bad_epochs": best["bad_epochs"]}
+    assert RunProgress.from_state(older) == RunProgress.from_state(progress.state()) == progress
