@@ -40,7 +40,7 @@ TOLERANCE = 1e-3  # the export is refused beyond this; tests hold models to 1e-4
 
 
 class ScoreGraph(nn.Module):
-    """What is exported: waveform batch -> score per row (:func:`plastispoof.evaluate.model_scores`)."""
+    """What is exported: waveform batch -> score per row (:func:`plastispoof.scoring.model_scores`)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
