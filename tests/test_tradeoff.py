@@ -74,3 +74,27 @@ def test_reproduce_tradeoff_on_the_tiny_corpus(tmp_path):
     assert reproduce_tradeoff("synthetic", corpus, model="resnet34", kappas=[kappa], out=tmp_path / "runs",
                               epochs=1, overrides=overrides) == markdown
     assert [path.stat().st_mtime_ns for path in weights] == stamps
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("a run was trained or measured before every kappa was checked")
+
+
+def test_a_kappa_below_the_floor_is_refused_before_anything_trains(tmp_path, monkeypatch):
+    from plastispoof.capacity.dynamic_width.transforms import DynamicWidthSettings, MakeWidthsDynamic
+    from plastispoof.models.base import build_model
+
+    monkeypatch.setattr("plastispoof.analysis.tradeoff.measure_run", _no_training)
+    out = tmp_path / "runs"
+    # Width 2: the front-end is 91 % of the FLOPs, so 0.95 is allowed and 0.5 and 0.25 are not.
+    with pytest.raises(InputError) as refused:
+        reproduce_tradeoff("synthetic", tmp_path / "corpus", model="resnet34", kappas=[0.95, 0.5, 0.25], out=out,
+                           epochs=1, overrides=["model.args.width=2"])
+    message = str(refused.value)
+    assert message.startswith("kappas 0.5, 0.25 are below resnet34's floor 0.911 (")
+    assert message.endswith("; kappas >= 0.911 are allowed, e.g. --kappas 0.95")
+    assert not out.exists()  # no run directory, so a retry with allowed kappas starts clean
+    # The floor named is the one the dynamic-width transform itself refuses below.
+    with pytest.raises(InputError, match=r"^kappa 0.5 is below this model's floor 0\.911 "):
+        MakeWidthsDynamic(DynamicWidthSettings(kappa=0.5)).apply(build_model("resnet34", width=2))
+

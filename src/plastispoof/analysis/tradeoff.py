@@ -14,6 +14,7 @@ FLOPs are those of the final (shrunk, plain) model's forward pass on 4 s of audi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,11 @@ import torch
 
 from plastispoof.analysis.recipes import RECIPE, load_recipe, merge_dicts, run_cell, run_config, run_name
 from plastispoof.analysis.tables import csv_text, markdown_table
+from plastispoof.capacity import build_strategy
+from plastispoof.capacity.dynamic_width.flops import BUDGET_NAME
+from plastispoof.capacity.dynamic_width.gate import dynamic_sites
+from plastispoof.capacity.dynamic_width.strategy import DynamicWidthOptions
+from plastispoof.capacity.dynamic_width.transforms import MakeWidthsDynamic
 from plastispoof.config import ExperimentConfig, apply_overrides
 from plastispoof.cost import count_flops, parameter_counts
 from plastispoof.errors import InputError
@@ -152,6 +158,42 @@ def tradeoff_recipe(path: Path = TRADEOFF_RECIPE) -> dict[str, Any]:
     return merge_dicts(load_recipe(RECIPE), load_recipe(path))
 
 
+def kappa_floor(model: str, model_args: dict[str, Any], options: DynamicWidthOptions) -> float:
+    """The lowest kappa a dynamic-width run of ``model`` with ``options`` can meet: the FLOPs fraction of the model
+    with every dynamic site at its minimum width, measured as :class:`MakeWidthsDynamic` measures the floor it
+    refuses a kappa below (same sites, ``min_fraction`` and ``seconds``)."""
+    from plastispoof.models.base import build_model
+
+    spoof_model = build_model(model, **model_args)
+    # kappa 1 is above every floor, so the transform builds its FLOPs model and gates instead of refusing.
+    at_one = options.model_copy(update={"kappa": 1.0})
+    MakeWidthsDynamic.from_strategy(at_one, sites=options.sites, groups=options.groups).apply(spoof_model)
+    minimums = {site.name: gate.min_width for site, gate in dynamic_sites(spoof_model)}
+    return float(getattr(spoof_model, BUDGET_NAME).flops_model.ratio(minimums))
+
+
+def check_kappas(kappas: list[float] | tuple[float, ...], floor: float, model: str, min_fraction: float) -> None:
+    """Refuse, in one line, the kappas below ``floor``; the message names the floor and the kappas allowed.
+
+    >>> check_kappas([0.5, 0.25], 0.1628, "grnn", 0.0625)
+    >>> try:
+    ...     check_kappas([0.5, 0.25, 0.125, 0.0625], 0.1628, "grnn", 0.0625)
+    ... except InputError as error:
+    ...     print(str(error).split(" (")[0], str(error).split("; ")[-1], sep="\\n")
+    kappas 0.125, 0.0625 are below grnn's floor 0.163
+    kappas >= 0.163 are allowed, e.g. --kappas 0.5,0.25
+    """
+    below = [kappa for kappa in kappas if kappa < floor]
+    if not below:
+        return
+    shown = math.ceil(floor * 1000) / 1000  # rounded up, as MakeWidthsDynamic shows it: the number shown is allowed
+    allowed = [f"{kappa:g}" for kappa in kappas if kappa >= floor] or [f"{shown:.3f}"]
+    subject = f"kappa {below[0]:g} is" if len(below) == 1 else f"kappas {', '.join(f'{k:g}' for k in below)} are"
+    raise InputError(f"{subject} below {model}'s floor {shown:.3f} (the FLOPs fraction it keeps with every "
+                     f"dynamic-width site at min_fraction {min_fraction:g} of its width, front-end and head "
+                     f"included); kappas >= {shown:.3f} are allowed, e.g. --kappas {','.join(allowed)}")
+
+
 def reproduce_tradeoff(dataset: str, root: Path, model: str = "resnet34",
                        kappas: list[float] | tuple[float, ...] = (0.5, 0.25, 0.125, 0.0625),
                        out: Path = Path("runs/tradeoff"), epochs: int | None = None,
@@ -159,7 +201,9 @@ def reproduce_tradeoff(dataset: str, root: Path, model: str = "resnet34",
     """Train the baseline and a dynamic-width run per ``kappa``; write the table and plot; return the Markdown.
 
     ``overrides`` (``key=value``) apply to every run, except ``strategy.*`` ones, which only the dynamic-width
-    runs get (the baseline strategy has no options).
+    runs get (the baseline strategy has no options). Every kappa is checked against the model's floor
+    (:func:`kappa_floor`) before anything trains, so a kappa that cannot be met costs no training and leaves
+    no run directory.
     """
     if not kappas or any(not 0 < k <= 1 for k in kappas):
         raise InputError(f"kappas must be FLOPs fractions in (0, 1], got {list(kappas)}")
@@ -168,12 +212,18 @@ def reproduce_tradeoff(dataset: str, root: Path, model: str = "resnet34",
     common = [item for item in overrides if item not in strategy_overrides]
     recipe = tradeoff_recipe()
     out = Path(out) / dataset
+    configs = []
+    for kappa in kappas:
+        cfg = run_config(recipe, dataset, Path(root), model, STRATEGY, seed, out, epochs, common)
+        configs.append(apply_overrides(cfg, [*strategy_overrides, f"strategy.args.kappa={kappa}",
+                                             f"name={run_name(model, f'{STRATEGY}-k{kappa:g}', seed)}"]))
+    # The floor depends on the model and the dynamic-width options, which every kappa's run shares.
+    options = build_strategy(STRATEGY, configs[0].strategy.args).options
+    check_kappas(kappas, kappa_floor(configs[0].model.name, configs[0].model.args, options), model,
+                 options.min_fraction)
     baseline_cfg = run_config(recipe, dataset, Path(root), model, "baseline", seed, out, epochs, common)
     baseline = measure_run(baseline_cfg, None, None)
     rows = [baseline]
-    for kappa in kappas:
-        cfg = run_config(recipe, dataset, Path(root), model, STRATEGY, seed, out, epochs, common)
-        cfg = apply_overrides(cfg, [*strategy_overrides, f"strategy.args.kappa={kappa}",
-                                    f"name={run_name(model, f'{STRATEGY}-k{kappa:g}', seed)}"])
+    for kappa, cfg in zip(kappas, configs):
         rows.append(measure_run(cfg, kappa, baseline.gflops_4s * 1e9))
     return write_tradeoff(rows, out, title=f"{model} on {dataset}: dynamic widths at FLOPs targets κ")
