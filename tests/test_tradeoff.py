@@ -98,3 +98,30 @@ def test_a_kappa_below_the_floor_is_refused_before_anything_trains(tmp_path, mon
     with pytest.raises(InputError, match=r"^kappa 0.5 is below this model's floor 0\.911 "):
         MakeWidthsDynamic(DynamicWidthSettings(kappa=0.5)).apply(build_model("resnet34", width=2))
 
+
+def test_the_cli_default_kappas_on_grnn_are_refused_in_one_line_naming_those_allowed(tmp_path):
+    import subprocess
+    import sys
+
+    # The default --kappas 0.5,0.25,0.125 suits ResNet34 (floor 0.113); GRNN's floor is 0.163.
+    done = subprocess.run([sys.executable, "-m", "plastispoof.cli", "reproduce", "tradeoff", "--dataset", "synthetic",
+                           "--root", str(tmp_path / "corpus"), "--model", "grnn", "--out", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: kappa 0.125 is below grnn's floor 0.163 (")
+    assert lines[0].endswith("; kappas >= 0.163 are allowed, e.g. --kappas 0.5,0.25")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_default_kappas_are_above_the_floor_of_the_recipes_resnet34(tmp_path, monkeypatch):
+    class Checked(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Checked
+
+    monkeypatch.setattr("plastispoof.analysis.tradeoff.measure_run", stop)
+    # Issue #16 asks for 0.5, 0.25 and 0.125 on ResNet34 (floor 0.113 at the recipe's width 32): all pass the check.
+    with pytest.raises(Checked):
+        reproduce_tradeoff("synthetic", tmp_path / "corpus", model="resnet34", out=tmp_path / "runs")

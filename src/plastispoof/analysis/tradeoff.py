@@ -195,7 +195,7 @@ def check_kappas(kappas: list[float] | tuple[float, ...], floor: float, model: s
 
 
 def reproduce_tradeoff(dataset: str, root: Path, model: str = "resnet34",
-                       kappas: list[float] | tuple[float, ...] = (0.5, 0.25, 0.125, 0.0625),
+                       kappas: list[float] | tuple[float, ...] = (0.5, 0.25, 0.125),
                        out: Path = Path("runs/tradeoff"), epochs: int | None = None,
                        overrides: list[str] | None = None, seed: int = 42) -> str:
     """Train the baseline and a dynamic-width run per ``kappa``; write the table and plot; return the Markdown.
