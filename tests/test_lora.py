@@ -117,6 +117,11 @@ def test_replayed_records_rebuild_the_saved_model(tmp_path):
         torch.testing.assert_close(exported.score(waveform), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_merge_record_is_its_kind_alone_and_replays():
+    record = LoraMergeTransform().record()
+    assert record == {"kind": "lora-merge"}  # as runs recorded it before the option-less base
+    assert type(Transform.from_record(record)) is LoraMergeTransform
+
 def test_strategy_stages_and_option_errors():
     stages = build_strategy("lora", {"r": 4, "baseline_run": "runs/scratch", "merge": True}).stages(3)
     assert [(s.name, s.epochs, s.init_from) for s in stages] == [("lora", 3, "runs/scratch"), ("merge", 0, None)]

@@ -109,6 +109,28 @@ class OptionsTransform(Transform):
         return cls(cls.Options(**{key: value for key, value in record.items() if key != "kind"}))
 
 
+
+class PlainTransform(Transform):
+    """A transform without options (fold adapters away, prune what a dropin added): its record is its kind
+    alone, and a replay builds it anew.
+
+    >>> class Identity(PlainTransform):
+    ...     kind = "identity"
+    ...     def apply(self, model, generator=None):
+    ...         return model
+    >>> Identity().record()
+    {'kind': 'identity'}
+    >>> type(Identity.from_record({"kind": "identity"})).__name__
+    'Identity'
+    """
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "PlainTransform":
+        return cls()
+
 # What a stage's ``after_epoch`` hook returns: falsy (no change), True or the Transform it applied (changed).
 AfterEpochResult = Union[bool, None, Transform]
 

@@ -16,13 +16,13 @@ outside it (pooling, back-end, classifier). Targets are matched by the last comp
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from plastispoof.capacity.base import OptionsTransform, Stage, Strategy, StrategyOptions, Transform
+from plastispoof.capacity.base import OptionsTransform, PlainTransform, Stage, Strategy, StrategyOptions
 from plastispoof.errors import InputError, summarise
 from plastispoof.models.base import set_module
 from plastispoof.registry import STRATEGIES, TRANSFORMS
@@ -175,20 +175,13 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 @TRANSFORMS.register("lora-merge")
-class LoraMergeTransform(Transform):
+class LoraMergeTransform(PlainTransform):
     """Export step: :func:`merge_lora`."""
 
     kind = "lora-merge"
 
     def apply(self, model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
         return merge_lora(model)
-
-    def record(self) -> dict[str, Any]:
-        return {"kind": self.kind}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "LoraMergeTransform":
-        return cls()
 
 
 class LoraStrategyOptions(LoraOptions):

@@ -11,33 +11,24 @@ the original weights, which trained together with the added neurons.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from pydantic import Field
 from torch import nn
 
-from plastispoof.capacity.base import Stage, Strategy, Transform
+from plastispoof.capacity.base import PlainTransform, Stage, Strategy
 from plastispoof.capacity.dropin import Dropin, GrowthOptions
 from plastispoof.capacity.growth import prune_added
 from plastispoof.registry import STRATEGIES, TRANSFORMS
 
 
 @TRANSFORMS.register("prune-added")
-class PruneAdded(Transform):
+class PruneAdded(PlainTransform):
     """Remove exactly the neurons a dropin added; every parameter trains afterwards."""
 
     kind = "prune-added"
 
     def apply(self, model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
         return prune_added(model)
-
-    def record(self) -> dict[str, Any]:
-        return {"kind": self.kind}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "PruneAdded":
-        return cls()
 
 
 class PlasticityOptions(GrowthOptions):
