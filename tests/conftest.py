@@ -49,3 +49,12 @@ def tiny_corpus(tmp_path_factory) -> Path:
     from plastispoof.data.synthetic import write_corpus
 
     return write_corpus(tmp_path_factory.mktemp("tiny-corpus"), profile="tiny", seed=42)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A tiny ASVspoof-2019-LA-style corpus (``tiny_run.write_tiny_corpus`` defaults), one per test module; a
+    module that needs other lengths or counts defines its own ``corpus``."""
+    from tiny_run import write_tiny_corpus
+
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))

@@ -14,12 +14,7 @@ from plastispoof.card import format_card, read_card
 from plastispoof.errors import InputError
 from plastispoof.runs import load_run_model
 from plastispoof.training import train
-from tiny_run import grnn_config, write_tiny_corpus
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+from tiny_run import grnn_config
 
 
 @pytest.fixture(scope="module")

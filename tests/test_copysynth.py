@@ -131,7 +131,6 @@ def test_the_mp3_and_opus_encoders_are_in_the_pinned_pyav():
 
 # ------------------------------------------------------------------------------------------------ corpus
 
-import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import soundfile as sf  # noqa: E402

@@ -15,14 +15,9 @@ from plastispoof.scoring import score_trials
 from plastispoof.score_files import score_protocol
 from plastispoof.runs import load_run_model, read_jsonl
 from plastispoof.training import train
-from tiny_run import grnn_config, tiny_config, write_tiny_corpus
+from tiny_run import grnn_config, tiny_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ from plastispoof import runs
 from plastispoof.cli import app
 from plastispoof.errors import InputError
 from plastispoof.inference import Detector
-from plastispoof.models.aasist import load_official, read_state_dict
-from plastispoof.models.base import build_model
+from plastispoof.models.aasist import read_state_dict
 from plastispoof.pretrained import import_checkpoint
 from plastispoof.training import train
 from tiny_run import tiny_config, write_tiny_corpus

@@ -4,7 +4,6 @@ finished runs are skipped on a re-run, and the numbers in the table are the runs
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml

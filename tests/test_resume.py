@@ -15,19 +15,7 @@ from plastispoof import runs
 from plastispoof.errors import InputError
 from plastispoof.runs import flatten_state, load_run_model, read_jsonl, unflatten_state
 from plastispoof.training import train
-from tiny_run import tiny_config, write_tiny_corpus
-
-TIMING_KEYS = {"fwd_ms", "bwd_ms", "epoch_s", "time", "forward_ms", "backward_ms"}
-
-
-def without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
-
+from tiny_run import tiny_config, without_timing
 
 def two_stage_config(out, corpus, name):
     # Shuffled batches, dropout, a transform between stages: every piece of state a resume must restore.

@@ -17,12 +17,7 @@ from plastispoof.scoring import score_trials
 from plastispoof.inference import Detector
 from plastispoof.results import ScoreResult, format_results
 from plastispoof.training import train
-from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config, write_tiny_corpus
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -19,21 +19,9 @@ from plastispoof.scoring import score_trials
 from plastispoof.metrics import compute_eer
 from plastispoof.runs import load_run_model, read_jsonl
 from plastispoof.training import train
-from tiny_run import TinySpectrumModel, tiny_config, write_tiny_corpus
+from tiny_run import TinySpectrumModel, tiny_config, without_timing, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING_KEYS = {"fwd_ms", "bwd_ms", "epoch_s", "time", "forward_ms", "backward_ms"}
-
-
-def without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
-
-
 @pytest.fixture(scope="module")
 def two_stage_run(tmp_path_factory, corpus):
     """A finished two-stage run (train, widen + train) and the model object it trained."""

@@ -176,3 +176,11 @@ def grnn_config(out: Path, corpus: Path, name: str = "grnn") -> ExperimentConfig
     """A built-in model (so a CLI subprocess can rebuild the run) small enough to train in a second or two."""
     return tiny_config(out, corpus, name=name, model={"name": "grnn", "args": {"hidden_sizes": [4]}},
                        data={"num_samples": 4800}, train={"epochs": 1})
+
+
+TIMING_KEYS = {"fwd_ms", "bwd_ms", "epoch_s", "time", "forward_ms", "backward_ms"}
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    """metrics.jsonl records without their wall-clock fields (what two identical runs must share)."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
