@@ -362,3 +362,16 @@ def test_full_size_resnet18_frozen_trains_exactly_the_added_neurons():
     block.conv2 = nn.Conv2d(1024, 512, 3, padding=1, bias=False)
     assert total == count_parameters(wide)
     assert total - baseline == trainable == 3_539_968  # the layer4.0 figure of docs/methods.md
+
+
+def test_the_dropin_stage_trains_at_its_own_learning_rate(tmp_path):
+    from plastispoof.runs import METRICS, read_jsonl
+    from plastispoof.training import train
+    from tiny_run import grnn_config, write_tiny_corpus
+
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    cfg = grnn_config(tmp_path / "runs", corpus).model_copy(deep=True)
+    cfg.train.scheduler, cfg.train.warmup_steps, cfg.train.lr = "none", 0, 0.003
+    cfg.strategy.name, cfg.strategy.args = "dropin-frozen", {"lr": 0.05, "layers": "last"}
+    records = read_jsonl(train(cfg) / METRICS)
+    assert [(r["stage"], r["lr"]) for r in records] == [("baseline", 0.003), ("dropin", 0.05)]

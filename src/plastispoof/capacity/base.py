@@ -180,6 +180,8 @@ class Stage:
     after_epoch: optional hook ``(model, epoch)``; it returns a falsy value when nothing changed, and True or the
         :class:`Transform` it applied when the structure changed (the trainer records a returned Transform).
     reset_best: whether best-checkpoint selection starts anew in this stage (the model changed shape).
+    lr: the stage's peak learning rate in place of ``train.lr`` (None: ``train.lr``); warm-up and schedule apply
+        to it as to ``train.lr``.
     """
 
     name: str
@@ -188,6 +190,7 @@ class Stage:
     init_from: str | None = None
     after_epoch: Callable[[nn.Module, int], AfterEpochResult] | None = None
     reset_best: bool = True
+    lr: float | None = None
 
 
 class Strategy(ABC):

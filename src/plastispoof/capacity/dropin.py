@@ -102,6 +102,7 @@ class DropinOptions(GrowthOptions):
     train_head: bool = Field(False, description="frozen mode: the logit layer's original weights train too")
     baseline_run: str | None = Field(None, description="finished baseline run directory to start from; "
                                                        "without it the first stage trains the baseline")
+    lr: float | None = Field(None, gt=0, description="peak learning rate of the dropin stage (default: train.lr)")
 
 
 class DropinSwitchOptions(DropinOptions):
@@ -124,7 +125,7 @@ class DropinStrategy(Strategy):
         options = self.options
         grow = Dropin.from_strategy(options, freeze_original=self.frozen, train_head=options.train_head)
         baseline = [] if options.baseline_run else [Stage("baseline", epochs)]
-        return [*baseline, Stage("dropin", epochs, transforms=[grow], init_from=options.baseline_run)]
+        return [*baseline, Stage("dropin", epochs, transforms=[grow], init_from=options.baseline_run, lr=options.lr)]
 
 
 @STRATEGIES.register("dropin-frozen")

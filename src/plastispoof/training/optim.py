@@ -71,15 +71,19 @@ class Optimisation:
         self.network: nn.Module | None = None  # the model, or its DDP wrapper
         self.model: nn.Module | None = None
         self.clipped: list[nn.Parameter] = []  # the trainable parameters that gradient clipping sees
+        self.lr = cfg.lr  # the stage's peak learning rate
 
-    def build(self, model: nn.Module, num_samples: int, what: str) -> None:
-        """A fresh optimiser over ``model``'s trainable parameters (``what`` names the stage in errors)."""
+    def build(self, model: nn.Module, num_samples: int, what: str, lr: float | None = None) -> None:
+        """A fresh optimiser over ``model``'s trainable parameters (``what`` names the stage in errors) with peak
+        learning rate ``lr`` (None: ``train.lr``)."""
         trainable = [p for p in model.parameters() if p.requires_grad]
         if not trainable:
             raise InputError(f"{what} leaves no trainable parameters")
         self.model = model
+        self.lr = self.cfg.lr if lr is None else lr
         self.network = self.dist.wrap(model, trainable, self.device, num_samples)
-        self.optimizer = build_optimizer(self.cfg, trainable, marked_parameters(model, "no_weight_decay"))
+        self.optimizer = build_optimizer(self.cfg.model_copy(update={"lr": self.lr}), trainable,
+                                         marked_parameters(model, "no_weight_decay"))
         unclipped = {id(p) for p in marked_parameters(model, "no_clip")}
         self.clipped = [p for p in trainable if id(p) not in unclipped]
 
@@ -88,7 +92,7 @@ class Optimisation:
 
     def set_lr(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.lr * lr_factor(step, total_steps, steps_per_epoch, self.cfg)
+            group["lr"] = self.lr * lr_factor(step, total_steps, steps_per_epoch, self.cfg)
 
     def step(self, wave: torch.Tensor, target: torch.Tensor,
              weight: torch.Tensor | None) -> tuple[float, float, float]:

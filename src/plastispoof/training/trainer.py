@@ -107,7 +107,7 @@ class Trainer:
 
     def _build_optimizer(self, stage: Stage) -> None:
         self.optimisation.build(self.model, self.cfg.data.num_samples, f"stage {stage.name!r} of strategy "
-                                f"{self.cfg.strategy.name!r} in model {self.cfg.model.name!r}")
+                                f"{self.cfg.strategy.name!r} in model {self.cfg.model.name!r}", stage.lr)
 
     def _train_stage(self, index: int, stage: Stage) -> None:
         progress, best = self.progress, self.progress.best
