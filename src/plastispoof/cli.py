@@ -41,10 +41,16 @@ def synth(out: Path = typer.Option(..., help="output directory"),
           transcripts: Optional[Path] = typer.Option(None, help="CSV path,text for --bonafide"),
           language: str = typer.Option("en", help="language of --bonafide: en, fr, es, it or ru"),
           max_utterances: Optional[int] = typer.Option(None, help="bona fide recordings per speaker at most"),
-          split: str = typer.Option("text", help="text | speaker")) -> None:
+          split: str = typer.Option("text", help="text | speaker"),
+          adaptation: Optional[float] = typer.Option(None, help="embedded corpus: also write the continual-"
+                                                     "adaptation split, this share of the eval speakers adapting "
+                                                     "to the unseen attacks, the rest held out (e.g. 0.25)")) -> None:
     """Write the embedded corpus, or with --bonafide / --recipe a spoof corpus built from real recordings
     (FLAC + ASVspoof-2019-LA-style protocols + leave-one-family-out protocols + corpus.json)."""
     if bonafide is not None or recipe is not None:
+        if adaptation is not None:
+            raise InputError("--adaptation splits the embedded corpus; a copy-synthesis corpus has its "
+                             "leave-one-family-out roots instead (lofo/ in corpus.json)")
         from plastispoof.data.copysynth import build_copysynth_corpus
 
         root = build_copysynth_corpus(out, bonafide=bonafide, recipe=recipe, attacks=_csv(attacks), tts=_csv(tts),
@@ -54,8 +60,15 @@ def synth(out: Path = typer.Option(..., help="output directory"),
         return
     from plastispoof.data.synthetic import write_corpus
 
+    if adaptation is not None and not 0 < adaptation < 1:  # before minutes of writing audio
+        raise InputError(f"--adaptation must be between 0 and 1, got {adaptation}")
     root = write_corpus(out, profile=profile, seed=seed)
     typer.echo(f"wrote {profile} corpus to {root}")
+    if adaptation is not None:
+        from plastispoof.data.adaptation import write_adaptation_split
+
+        split = write_adaptation_split(root, adaptation, seed)
+        typer.echo(f"wrote the adaptation split to {split} (split.json; forgetting: {split / 'old-attacks'})")
 
 
 @app.command()
@@ -275,12 +288,16 @@ def reproduce_tradeoff(dataset: str = typer.Option(...), root: Path = typer.Opti
                        kappas: str = typer.Option("0.5,0.25,0.125", help="FLOPs targets, each at or above the "
                                                   "model's floor (resnet34 0.113, grnn 0.163 at recipe settings)"),
                        out: Path = typer.Option(Path("runs/tradeoff")), epochs: Optional[int] = typer.Option(None),
-                       set_: List[str] = typer.Option([], "--set")) -> None:
+                       set_: List[str] = typer.Option([], "--set"),
+                       seeds: str = typer.Option("42", help="comma list; several give mean ± std rows"),
+                       controls: bool = typer.Option(True, help="per kappa, a plain model narrowed to the same "
+                                                     "FLOPs (uniform width), trained as long")) -> None:
     """Train dynamic-width models at each FLOP target kappa; write EER vs FLOPs/params and a Pareto PNG."""
     from plastispoof.analysis.tradeoff import reproduce_tradeoff as run_tradeoff
 
     typer.echo(run_tradeoff(dataset=dataset, root=root, model=model,
-                            kappas=[float(k) for k in _csv(kappas) or []], out=out, epochs=epochs, overrides=set_))
+                            kappas=[float(k) for k in _csv(kappas) or []], out=out, epochs=epochs, overrides=set_,
+                            seeds=[int(s) for s in _csv(seeds) or []], controls=controls))
 
 
 @reproduce_app.command("unseen")
