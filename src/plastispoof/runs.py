@@ -13,7 +13,9 @@
       checkpoints/           last.safetensors + last.json: everything ``train(cfg, resume=True)`` needs
 
 ``meta.json`` + ``model.safetensors`` alone rebuild the model (:func:`load_run_model`): build the named model,
-replay the recorded transforms, load the weights strictly. Every file is written atomically.
+replay the recorded transforms, load the weights strictly. Every file is written atomically; during training,
+:class:`RunRecorder` writes them (only on the main process) and :func:`adopt_run` turns a model into another
+finished run's (a stage's ``init_from``).
 
 Training state that is not weights (optimizer, scaler, RNG states) is stored without pickle:
 :func:`flatten_state` splits any nest of dicts/lists/tuples into a flat ``{name: tensor}`` dict (saved with
