@@ -15,6 +15,7 @@ from plastispoof.cli import app
 from plastispoof.errors import InputError
 from plastispoof.inference import Detector
 from plastispoof.models.aasist import read_state_dict
+from plastispoof.models.base import build_model
 from plastispoof.pretrained import import_checkpoint
 from plastispoof.training import train
 from tiny_run import tiny_config, write_tiny_corpus
@@ -202,3 +203,20 @@ def test_adapter_strategies_start_from_an_imported_ssl_encoder(hf_folder, corpus
     base_key = next(k for k in after if k in (f"{name}.base_layer.weight", f"{name}.base.weight"))
     assert torch.equal(after[base_key], before[f"{name}.weight"])  # the imported encoder, frozen
     assert any("lora" in k or "expert" in k for k in after)
+
+
+@pytest.mark.parametrize("name", ["ssl-nes2net", "ssl-nes2net-x", "ssl-aasist", "ssl-linear"])
+def test_every_ssl_back_end_reads_features_of_a_hugging_face_folder(hf_folder, name):
+    from transformers import Wav2Vec2Model
+
+    # 32-dimensional features: Nes2Net's 8 groups of 4 channels split in 2 inside (its default 8 needs 64 channels)
+    backend = {"scale": 2} if name.startswith("ssl-nes2net") else {}
+    model = build_model(name, frontend={"kind": "wav2vec2", "pretrained": str(hf_folder), "freeze": True},
+                        backend=backend).eval()
+    reference = Wav2Vec2Model.from_pretrained(hf_folder).state_dict()
+    encoder = model.frontend.ssl.state_dict()
+    assert set(reference) == set(encoder) and all(torch.equal(reference[k], encoder[k]) for k in reference)
+    assert model.backend.input_dim == TINY_W2V2["hidden_size"]  # the folder's width reaches the back-end
+    with torch.no_grad():
+        logits = model(torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)))
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
