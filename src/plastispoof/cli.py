@@ -28,6 +28,16 @@ def _csv(value: Optional[str]) -> Optional[list[str]]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _seeds(value: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(seed) for seed in _csv(value) or [])
+    except ValueError:
+        raise InputError(f"--seeds takes whole numbers separated by commas, e.g. 42,43,44; got {value!r}") from None
+    if not seeds:
+        raise InputError("--seeds names no seed")
+    return seeds
+
+
 @app.command()
 def synth(out: Path = typer.Option(..., help="output directory"),
           profile: str = typer.Option("tiny", help="tiny | demo | full"),
@@ -298,6 +308,23 @@ def reproduce_tradeoff(dataset: str = typer.Option(...), root: Path = typer.Opti
     typer.echo(run_tradeoff(dataset=dataset, root=root, model=model,
                             kappas=[float(k) for k in _csv(kappas) or []], out=out, epochs=epochs, overrides=set_,
                             seeds=[int(s) for s in _csv(seeds) or []], controls=controls))
+
+
+@reproduce_app.command("nes2net")
+def reproduce_nes2net(root: Path = typer.Option(..., help="embedded corpus (plastispoof synth --profile demo)"),
+                      seeds: str = typer.Option("42,43,44"), epochs: Optional[int] = typer.Option(None),
+                      encoder_run: Optional[Path] = typer.Option(None, help="take the frozen features from this "
+                                                                 "finished run or Hugging Face folder instead of "
+                                                                 "training the recipe's wav2vec2-small"),
+                      backends: Optional[str] = typer.Option(None, help="comma list (default: every back-end of "
+                                                             "configs/nes2net/backends.yaml)"),
+                      out: Path = typer.Option(Path("runs/nes2net")),
+                      set_: List[str] = typer.Option([], "--set", help="override for every back-end run")) -> None:
+    """Nes2Net, Nes2Net-X, reduction + AASIST and a linear head on the same frozen SSL features: EER, parameters,
+    MACs per 4 s and training time per epoch in one table."""
+    from plastispoof.analysis.nes2net import reproduce_nes2net as run_comparison
+
+    typer.echo(run_comparison(root, out, _seeds(seeds), epochs, encoder_run, _csv(backends), set_))
 
 
 @reproduce_app.command("unseen")
