@@ -327,6 +327,21 @@ def reproduce_nes2net(root: Path = typer.Option(..., help="embedded corpus (plas
     typer.echo(run_comparison(root, out, _seeds(seeds), epochs, encoder_run, _csv(backends), set_))
 
 
+@reproduce_app.command("adaptation")
+def reproduce_adaptation(root: Path = typer.Option(..., help="embedded corpus with its adaptation split (plastispoof "
+                                                   "synth --profile demo --adaptation 0.25)"),
+                         seeds: str = typer.Option("42,43,44"), epochs: Optional[int] = typer.Option(None),
+                         systems: Optional[str] = typer.Option(None, help="comma list (default: every system of "
+                                                               "configs/adaptation.yaml)"),
+                         out: Path = typer.Option(Path("runs/adaptation")),
+                         set_: List[str] = typer.Option([], "--set", help="override for every adapted run")) -> None:
+    """LoRA, MoLEx, MoLEx + an added expert and full fine-tuning adapting one detector to new attacks: EER on the
+    new attacks (learning) and on the old ones (forgetting), with trainable parameters."""
+    from plastispoof.analysis.adaptation import reproduce_adaptation as run_comparison
+
+    typer.echo(run_comparison(root, out, _seeds(seeds), epochs, _csv(systems), set_))
+
+
 @reproduce_app.command("unseen")
 def reproduce_unseen(root: Optional[Path] = typer.Option(None, help="corpus written by `plastispoof synth "
                                                                      "--bonafide/--recipe`"),
