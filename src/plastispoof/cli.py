@@ -317,7 +317,7 @@ def reproduce_nes2net(root: Path = typer.Option(..., help="embedded corpus (plas
                                                                  "finished run or Hugging Face folder instead of "
                                                                  "training the recipe's wav2vec2-small"),
                       backends: Optional[str] = typer.Option(None, help="comma list (default: every back-end of "
-                                                             "configs/nes2net/backends.yaml)"),
+                                                             "configs/nes2net.yaml)"),
                       out: Path = typer.Option(Path("runs/nes2net")),
                       set_: List[str] = typer.Option([], "--set", help="override for every back-end run")) -> None:
     """Nes2Net, Nes2Net-X, reduction + AASIST and a linear head on the same frozen SSL features: EER, parameters,

@@ -1,6 +1,6 @@
 """The Nes2Net comparison (seed 002): back-ends on the same frozen SSL features, with their cost side by side.
 
-``plastispoof reproduce nes2net --root CORPUS`` (recipe ``configs/nes2net/backends.yaml``):
+``plastispoof reproduce nes2net --root CORPUS`` (recipe ``configs/nes2net.yaml``):
 
 1. the encoder: a wav2vec2-small trained on the corpus (the recipe's ``encoder`` config, seed 42), unless
    ``--encoder-run`` names a finished run or a Hugging Face folder to take the features from;
@@ -31,7 +31,7 @@ from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[3]
-RECIPE = REPO / "configs" / "nes2net" / "backends.yaml"
+RECIPE = REPO / "configs" / "nes2net.yaml"
 FLOPS_SECONDS = 4.0  # the Nes2Net paper costs its back-ends on 4 s of audio
 ENCODER = "encoder-wav2vec2-small"
 
