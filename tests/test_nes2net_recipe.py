@@ -77,3 +77,14 @@ def test_bad_inputs_are_one_line_errors(corpus, tmp_path):
     result = subprocess.run([sys.executable, "-m", "plastispoof.cli", "reproduce", "nes2net", "--root", str(corpus),
                              "--seeds", "4x"], capture_output=True, text=True)
     assert result.returncode == 2 and "--seeds takes whole numbers" in result.stderr
+
+
+def test_every_back_end_of_the_recipe_makes_a_valid_config_of_a_registered_model(tmp_path):
+    from plastispoof.analysis.nes2net import backend_config, load_recipe
+    from plastispoof.registry import MODELS
+
+    recipe = load_recipe()
+    for backend in recipe["backends"]:
+        cfg = backend_config(recipe, backend, tmp_path / "corpus", tmp_path / "out", 7, "/runs/encoder", None, [])
+        assert MODELS.get_or_fail(cfg.model.name) and cfg.model.args["frontend"]["freeze"] is True
+        assert cfg.data.feature_cache == str(tmp_path / "out" / "features") and cfg.seed == 7

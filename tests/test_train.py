@@ -147,11 +147,11 @@ def test_missing_audio_is_reported_before_training(tmp_path):
 
 
 def _config_files() -> list[Path]:
-    """Experiment configs only: recipes of several experiments (table1's `models`, unseen's `systems`, the
-    trade-off's) have their own tests, which build every experiment they hold."""
+    """Experiment configs only: recipes of several experiments (table1's `models`, unseen's and adaptation's
+    `systems`, nes2net's `backends`, the trade-off's) have their own tests, which build the experiments they hold."""
     def is_recipe(path: Path) -> bool:
         raw = yaml.safe_load(path.read_text()) or {}
-        return bool({"models", "systems"} & set(raw))
+        return bool({"models", "systems", "backends"} & set(raw))
 
     return sorted(path for path in (REPO / "configs").rglob("*.yaml") if not is_recipe(path))
 
