@@ -7,6 +7,7 @@ import importlib
 import pytest
 
 from plastispoof import registry
+from plastispoof.errors import InputError
 
 
 def test_every_builtin_module_exists_and_registers_something():
@@ -94,3 +95,17 @@ def test_a_new_method_needs_only_its_module_and_one_registry_line(tmp_path, monk
         registry.STRATEGIES.pop("throwaway-head-only", None)
         registry.TRANSFORMS.pop("throwaway-head-only", None)
         sys.modules.pop("throwaway_method", None)
+
+
+def test_a_lookup_imports_only_what_it_needs_and_an_unknown_name_lists_every_module():
+    import subprocess
+    import sys
+
+    probe = ("import sys; from plastispoof.registry import MODELS, STRATEGIES; MODELS.get_or_fail('grnn'); "
+             "STRATEGIES.get_or_fail('dropin-frozen'); print('transformers' in sys.modules, 'peft' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]  # scoring a GRNN or ResNet run never imports them
+    with pytest.raises(InputError) as error:
+        registry.STRATEGIES.get_or_fail("nope")
+    assert "molex" in str(error.value) and "lora" in str(error.value)  # the last modules were loaded to list all
