@@ -80,10 +80,11 @@ def test_bad_inputs_are_one_line_errors(corpus, tmp_path):
 
 
 def test_every_back_end_of_the_recipe_makes_a_valid_config_of_a_registered_model(tmp_path):
-    from plastispoof.analysis.nes2net import backend_config, load_recipe
+    from plastispoof.analysis.nes2net import RECIPE, backend_config
+    from plastispoof.analysis.recipes import load_recipe
     from plastispoof.registry import MODELS
 
-    recipe = load_recipe()
+    recipe = load_recipe(RECIPE)
     for backend in recipe["backends"]:
         cfg = backend_config(recipe, backend, tmp_path / "corpus", tmp_path / "out", 7, "/runs/encoder", None, [])
         assert MODELS.get_or_fail(cfg.model.name) and cfg.model.args["frontend"]["freeze"] is True

@@ -23,16 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from plastispoof.analysis.recipes import merge_dicts, run_cell
+from plastispoof.analysis.recipes import REPO, load_recipe, merge_dicts, run_cell
 from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.config import ExperimentConfig, apply_overrides, load_config, validate
 from plastispoof.data.adaptation import ADAPTATION, OLD_ATTACKS
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json, atomic_write_text
 
-REPO = Path(__file__).resolve().parents[3]
 RECIPE = REPO / "configs" / "adaptation.yaml"
 BASE = "base-wav2vec2-small"
 
@@ -55,12 +53,6 @@ COLUMNS = ["System", "Starts from", "Trainable params", "New attacks EER (%) (le
            "Old attacks EER (%) (forgetting)", "Seeds"]
 CSV_COLUMNS = ["system", "start", "trainable_params", "learning_eer", "learning_std", "forgetting_eer",
                "forgetting_std", "seeds"]
-
-
-def load_recipe(path: Path = RECIPE) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(f"recipe not found: {path}")
-    return yaml.safe_load(path.read_text())
 
 
 def _derived(base: ExperimentConfig, name: str, root: Path, out: Path, seed: int, strategy: dict[str, Any],
@@ -108,7 +100,7 @@ def reproduce_adaptation(root: str | Path, out: str | Path = "runs/adaptation", 
     """Run the comparison (see the module notes) and return its Markdown table."""
     from plastispoof.analysis.expert_usage import expert_usage_report
 
-    recipe = load_recipe()
+    recipe = load_recipe(RECIPE)
     root, out = Path(root), Path(out)
     systems = systems or list(recipe["systems"])
     unknown = [name for name in systems if name not in recipe["systems"]]

@@ -22,15 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from plastispoof.analysis.recipes import merge_dicts, run_cell, run_name
+from plastispoof.analysis.recipes import REPO, load_recipe, merge_dicts, run_cell, run_name
 from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.config import apply_overrides, load_config, validate
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json, atomic_write_text
 
-REPO = Path(__file__).resolve().parents[3]
 RECIPE = REPO / "configs" / "nes2net.yaml"
 FLOPS_SECONDS = 4.0  # the Nes2Net paper costs its back-ends on 4 s of audio
 ENCODER = "encoder-wav2vec2-small"
@@ -52,12 +50,6 @@ class BackendRow:
 CSV_COLUMNS = ["backend", "seeds", "eer_percent", "eer_std", "backend_params", "backend_macs_4s", "epoch_s"]
 COLUMNS = ["Back-end", "Seeds", "Test EER (%)", "Back-end params", "Back-end MACs per 4 s", "MACs vs reduction + AASIST",
            "Train s / epoch"]
-
-
-def load_recipe(path: Path = RECIPE) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(f"recipe not found: {path}")
-    return yaml.safe_load(path.read_text())
 
 
 def backend_config(recipe: dict, backend: str, root: Path, out: Path, seed: int, encoder: str,
@@ -118,7 +110,7 @@ def reproduce_nes2net(root: str | Path, out: str | Path = "runs/nes2net", seeds:
                       backends: list[str] | None = None, overrides: list[str] | None = None,
                       encoder_overrides: list[str] | None = None) -> str:
     """Run the comparison (see the module notes) and return its Markdown table."""
-    recipe = load_recipe()
+    recipe = load_recipe(RECIPE)
     root, out = Path(root), Path(out)
     backends = backends or list(recipe["backends"])
     for backend in backends:

@@ -19,7 +19,8 @@ import yaml
 from plastispoof.config import ExperimentConfig, apply_overrides, validate
 from plastispoof.errors import InputError
 
-RECIPE = Path(__file__).resolve().parents[3] / "configs" / "table1.yaml"
+REPO = Path(__file__).resolve().parents[3]  # configs/ lives at the repository root
+RECIPE = REPO / "configs" / "table1.yaml"
 
 
 def load_recipe(path: Path = RECIPE) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from plastispoof.analysis.recipes import RECIPE, load_recipe, merge_dicts, run_cell, run_config, run_name
+from plastispoof.analysis.recipes import REPO, RECIPE, load_recipe, merge_dicts, run_cell, run_config, run_name
 from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.capacity import build_strategy
 from plastispoof.capacity.dynamic_width.flops import BUDGET_NAME
@@ -38,7 +38,7 @@ from plastispoof.cost import count_flops, parameter_counts
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_path, atomic_write_text
 
-TRADEOFF_RECIPE = Path(__file__).resolve().parents[3] / "configs" / "dynamic_width" / "tradeoff.yaml"
+TRADEOFF_RECIPE = REPO / "configs" / "dynamic_width" / "tradeoff.yaml"
 STRATEGY = "dynamic-width"
 FLOPS_SECONDS = 4.0  # the paper's utterance length; GFLOP/s divides by it
 CONTROL = "control"  # a kappa's equal-FLOPs control: the plain model at a uniform width, trained as long

@@ -28,14 +28,14 @@ from typing import Any
 
 import yaml
 
-from plastispoof.analysis.recipes import merge_dicts
+from plastispoof.analysis.recipes import REPO, merge_dicts
 from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.config import ExperimentConfig, apply_overrides, validate
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json, atomic_write_text
 from plastispoof.metrics import compute_eer
 
-RECIPE = Path(__file__).resolve().parents[3] / "configs" / "unseen.yaml"
+RECIPE = REPO / "configs" / "unseen.yaml"
 MANIFEST = "corpus.json"
 
 
