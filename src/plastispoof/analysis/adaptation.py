@@ -120,7 +120,8 @@ def reproduce_adaptation(root: str | Path, out: str | Path = "runs/adaptation", 
         spec = recipe["systems"][system]
         start_name = "base" if spec is None or spec.get("start") is None else spec["start"]
         learning, forgetting, run_dirs, experts, trainable = [], [], [], [], 0
-        for seed in (seeds if spec is not None else seeds[:1]):  # the base alone does not depend on the seed
+        system_seeds = list(seeds if spec is not None else seeds[:1])  # the base alone does not depend on the seed
+        for seed in system_seeds:
             if spec is None:
                 run_dir = base.run_dir
                 learning.append(eer_on(run_dir, split, "learning"))
@@ -145,7 +146,7 @@ def reproduce_adaptation(root: str | Path, out: str | Path = "runs/adaptation", 
                     experts.append(str(run_dir / "reports" / "experts-synthetic-eval.png"))
             forgetting.append(eer_on(run_dir, split / OLD_ATTACKS, "forgetting"))
             run_dirs.append(str(run_dir))
-        rows.append(SystemRow(system, start_name, list(seeds if spec is not None else seeds[:1]), trainable,
+        rows.append(SystemRow(system, start_name, system_seeds, trainable,
                               *mean_std(learning), *mean_std(forgetting), run_dirs, experts))
     table = format_markdown(rows)
     out.mkdir(parents=True, exist_ok=True)
