@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--subset-trials", type=int, default=None)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--reference", default=None, help="stress.json of a reference detector to print beside")
+    parser.add_argument("--png", default=None, help="bar chart of mean ± std EER per condition, plain vs augmented "
+                        "(and the reference, when given), on the whole subset")
     args = parser.parse_args()
 
     from plastispoof.data.dataset import subsample
@@ -96,6 +98,9 @@ def main() -> None:
         return rows
 
     rows = tables(trials, "whole subset")
+    if args.png:
+        reference = json.loads(Path(args.reference).read_text()) if args.reference else None
+        plot_groups(groups, rows, names, args.png, reference)
     for run in runs:
         write_stress(rows[run], Path(run) / "stress", {"detector": Path(run).name, "dataset": args.dataset,
                                                        "subset": args.subset, "trials": len(trials)})
@@ -105,6 +110,39 @@ def main() -> None:
         reference = json.loads(Path(args.reference).read_text())
         print(f"\nreference {reference['detector']} ({reference['trials']} trials): "
               + "; ".join(f"{r['condition']} {100 * r['eer']:.2f}" for r in reference["conditions"]))
+
+
+def plot_groups(groups: dict[str, list[str]], rows: dict, names: list[str], path: str,
+                reference: dict | None) -> None:
+    """EER (%) per condition: one bar per group (mean over its runs, sample std as the error bar), and the
+    reference detector's EER as a third bar when given (it may be scored on fewer trials: its label says how many)."""
+    from matplotlib.figure import Figure
+
+    from plastispoof.plots import save_figure
+
+    series = {group: [stat([100 * rows[run][index]["eer"] for run in members]) for index in range(len(names))]
+              for group, members in groups.items()}
+    labels = {group: f"{group} ({len(members)} seeds)" for group, members in groups.items()}
+    if reference:
+        by_condition = {row["condition"]: 100 * row["eer"] for row in reference["conditions"]}
+        series["reference"] = [(by_condition.get(name, np.nan), 0.0) for name in names]
+        labels["reference"] = f"{reference['detector']} ({reference['trials']} trials)"
+    width = 0.8 / len(series)
+    figure = Figure(figsize=(max(7.0, 0.55 * len(names) + 2), 4.0), layout="constrained")
+    axes = figure.add_subplot()
+    for offset, (group, values) in enumerate(series.items()):
+        positions = np.arange(len(names)) + (offset - (len(series) - 1) / 2) * width
+        axes.bar(positions, [m for m, _ in values], width, yerr=[s for _, s in values], capsize=1.5,
+                 label=labels[group], color=f"C{offset}")
+    axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    axes.set_ylabel("EER (%)")
+    axes.set_ylim(0, 70)  # room for the legend above the bars
+    axes.axhline(50, color="grey", ls=":", lw=0.8)
+    axes.grid(True, axis="y", lw=0.3)
+    axes.legend(fontsize=7, ncol=len(series))
+    axes.set_title("EER per stress condition, mean ± std over seeds")
+    save_figure(figure, path)
+    print(f"wrote {path}")
 
 
 def stat(values) -> tuple[float, float]:

@@ -41,6 +41,8 @@ def test_every_system_adapts_the_same_base_and_reports_learning_and_forgetting(c
     total = sum(p.numel() for p in base.parameters())
     assert rows["none"]["trainable_params"] == 0 and rows["finetune"]["trainable_params"] == total
     assert 0 < rows["lora"]["trainable_params"] < total and 0 < rows["molex"]["trainable_params"] < total
+    added_meta = json.loads((out / "molex-add-expert-s1" / "meta.json").read_text())
+    assert added_meta["strategy"]["args"]["baseline_run"] == str(out / "seen-molex")  # one start for every seed
     added, _ = load_run_model(rows["molex-add-expert"]["runs"][0])
     assert all(layer.num_experts == 5 for _, layer in molex_layers(added))  # 4 from the seen-attack run, + 1
     for row in rows.values():
@@ -60,6 +62,7 @@ def test_learning_and_forgetting_are_scored_on_new_and_old_attacks_of_held_out_s
     assert forgetting["eer_percent"] == eer_on(run, corpus / "adaptation" / "old-attacks", "forgetting")
     meta = json.loads((run / "meta.json").read_text())
     assert meta["strategy"]["args"]["baseline_run"].endswith("base-wav2vec2-small")
+    assert meta["stages"][0]["best_epoch"] == meta["stages"][0]["epochs"]  # select: last, a fixed budget
     model, _ = load_run_model(run)
     base, _ = load_run_model(out / "base-wav2vec2-small")
     name = "ssl.encoder.layers.0.attention.k_proj.weight"  # not a LoRA target: left as the base had it

@@ -98,6 +98,33 @@ def test_early_stopping_ends_a_stage_without_dev_gain(tmp_path, corpus):
     assert json.loads((run_dir / "meta.json").read_text())["stages"][0]["epochs"] == len(records)
 
 
+@pytest.mark.parametrize("select, kept_epoch", [("best", 1), ("last", 3)])
+def test_select_chooses_the_weights_a_stage_ends_with(tmp_path, corpus, monkeypatch, select, kept_epoch):
+    """The dev EERs are scripted (0.1, 0.3, 0.2: the best epoch is not the last), and the weights the model had
+    when each was measured are kept: the run must end with the first epoch's weights (best) or the third's (last)."""
+    import plastispoof.training.trainer as trainer_module
+
+    scripted, seen = iter([0.1, 0.3, 0.2]), []
+
+    def fake_dev_eer(model, *_args):
+        seen.append({name: value.detach().clone() for name, value in model.state_dict().items()})
+        return next(scripted), 0.0
+
+    monkeypatch.setattr(trainer_module, "dev_eer", fake_dev_eer)
+    run = train(tiny_config(tmp_path, corpus, train={"epochs": 3, "select": select}))
+    summary = json.loads((run / "meta.json").read_text())["stages"][0]
+    assert summary["best_epoch"] == kept_epoch and summary["dev_eer"] == [0.1, 0.3, 0.2][kept_epoch - 1]
+    saved = load_file(run / "model.safetensors")
+    assert all(torch.equal(saved[name], seen[kept_epoch - 1][name]) for name in saved)
+    other = seen[2 if kept_epoch == 1 else 0]  # the epochs differ, so the check above could have failed
+    assert any(not torch.equal(saved[name], other[name]) for name in saved)
+
+
+def test_early_stopping_cannot_be_combined_with_select_last(tmp_path, corpus):
+    with pytest.raises(InputError, match="early_stopping.*select: last"):
+        tiny_config(tmp_path, corpus, train={"early_stopping": 2, "select": "last"})
+
+
 def test_init_from_adopts_the_other_runs_transforms_and_weights(tmp_path, two_stage_run):
     source, cfg, _ = two_stage_run
     run_dir = train(tiny_config(tmp_path, Path(cfg.data.root), train={"epochs": 1},

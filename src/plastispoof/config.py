@@ -75,10 +75,20 @@ class TrainConfig(Section):
     grad_clip: float | None = 5.0
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     early_stopping: int | None = Field(None, description="stop a stage after this many epochs without dev gain")
+    select: Literal["best", "last"] = Field("best", description="weights a stage ends with: those of its lowest "
+                                            "dev EER, or its last epoch's (a fixed budget: for a dev set too small "
+                                            "to choose by, as in few-shot adaptation)")
     device: str = "auto"
     deterministic: bool = True
     max_steps_per_epoch: int | None = None
     log_every: int = 10
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_best(self) -> "TrainConfig":
+        if self.early_stopping and self.select == "last":
+            raise ValueError("train.early_stopping stops when the dev EER stops improving, which train.select: "
+                             "last ignores; use one or the other")
+        return self
 
 
 class ExperimentConfig(Section):

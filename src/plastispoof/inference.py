@@ -97,12 +97,9 @@ class Detector(CalibratedScoring):
     def fit_threshold(self, trials: list[Any]) -> tuple[float, float]:
         """Score ``trials`` (:class:`~plastispoof.data.trials.Trial` s of a dev set) as this detector scores
         files, and decide from now on at the EER threshold of those scores. Returns ``(eer, threshold)``."""
-        from plastispoof.metrics import compute_eer
+        from plastispoof.metrics import trials_eer
 
-        scores = window_mean_scores(self, trials, show_progress=False)
-        means = [scores[trial.utt_id] for trial in trials]
-        eer, self.threshold = compute_eer([m for m, t in zip(means, trials) if t.label == "bonafide"],
-                                          [m for m, t in zip(means, trials) if t.label != "bonafide"])
+        eer, self.threshold = trials_eer(trials, window_mean_scores(self, trials, show_progress=False))
         return eer, self.threshold
 
     def score_paths(self, paths: list[str | Path]) -> list[ScoreResult]:

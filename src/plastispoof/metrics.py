@@ -178,6 +178,22 @@ def compute_eer(bonafide_scores: Iterable[float], spoof_scores: Iterable[float],
     return float((frr[best] + far[best]) / 2), float(thresholds[best])
 
 
+def trials_eer(trials: Iterable[Trial], scores: dict[str, float], ties: str = "grouped") -> tuple[float, float]:
+    """:func:`compute_eer` of scored trials, split into the two classes by their labels: the one place that
+    turns "a score per utterance id" into an EER (the trainer's dev EER, a detector's threshold, the recipes).
+
+    >>> from pathlib import Path
+    >>> trials = [Trial(u, Path(u), label) for u, label in (("b1", "bonafide"), ("b2", "bonafide"),
+    ...                                                    ("s1", "spoof"), ("s2", "spoof"))]
+    >>> trials_eer(trials, {"b1": 0.9, "b2": 0.2, "s1": 0.1, "s2": 0.4})
+    (0.5, 0.2)
+    """
+    bonafide, spoof = [], []
+    for trial in trials:
+        (bonafide if trial.label == BONAFIDE else spoof).append(scores[trial.utt_id])
+    return compute_eer(bonafide, spoof, ties)
+
+
 def asv_error_rates(asv: AsvScores, ties: str = "grouped") -> AsvErrorRates:
     """ASV error rates at the ASV's own EER threshold, as the ASVspoof packages fix its operating point.
 

@@ -5,7 +5,7 @@ fine-tuning, each adapting one detector to attacks it never saw, measured on wha
 written with ``synth --adaptation`` (:mod:`plastispoof.data.adaptation`):
 
 1. ``base``: the recipe's wav2vec2-small trained on the corpus (seen attacks), seed 42; for the added-expert
-   system also ``seen_molex``: MoLEx trained from the base on the same data, one per seed;
+   system also ``seen_molex``: MoLEx trained from the base on the same data, once, at the base's seed;
 2. each system trains on ``CORPUS/adaptation`` from its start run, one run per seed (``none`` is the base as
    it is), and is scored on the held-out speakers: new attacks (``learning``, the split's eval) and old attacks
    (``forgetting``, ``adaptation/old-attacks``), first-crop as ``evaluate`` scores;
@@ -70,7 +70,7 @@ def eer_on(run_dir: Path, root: Path, what: str) -> float:
     """EER (%) of a run on ``root``'s eval subset, first-crop; measured once and kept in the run's
     ``scores/adaptation-<what>.json``."""
     from plastispoof.evaluate import load_run_and_trials
-    from plastispoof.metrics import compute_eer
+    from plastispoof.metrics import trials_eer
     from plastispoof.scoring import score_trials
 
     path = run_dir / "scores" / f"adaptation-{what}.json"
@@ -79,10 +79,21 @@ def eer_on(run_dir: Path, root: Path, what: str) -> float:
     cfg, model, _, trials = load_run_and_trials(run_dir, "synthetic", root, "eval")
     scores = score_trials(model, trials, cfg.data.num_samples, cfg.data.eval_batch_size, "cpu",
                           sample_rate=cfg.data.sample_rate)
-    eer = 100 * compute_eer([scores[t.utt_id] for t in trials if t.label == "bonafide"],
-                            [scores[t.utt_id] for t in trials if t.label != "bonafide"])[0]
+    eer = 100 * trials_eer(trials, scores)[0]
     atomic_write_json(path, {"root": str(root), "trials": len(trials), "eer_percent": eer})
     return eer
+
+
+def seen_molex(recipe: dict[str, Any], base: ExperimentConfig, root: Path, out: Path, epochs: int | None,
+               overrides: list[str]) -> Path:
+    """The start of the added-expert system: MoLEx trained from the base on the seen attacks, once (at the base's
+    seed), as the base itself: the seeds vary the adaptation, not the detector it starts from."""
+    seen = recipe["seen_molex"]
+    cfg = _derived(base, "seen-molex", root, out, base.seed,
+                   {"name": "molex", "args": {"baseline_run": str(base.run_dir), **seen["args"]}},
+                   {"epochs": seen["epochs"], "lr": seen["lr"]}, {}, epochs, overrides)
+    run_cell(cfg, "eval")
+    return cfg.run_dir
 
 
 def format_markdown(rows: list[SystemRow]) -> str:
@@ -126,14 +137,8 @@ def reproduce_adaptation(root: str | Path, out: str | Path = "runs/adaptation", 
                 run_dir = base.run_dir
                 learning.append(eer_on(run_dir, split, "learning"))
             else:
-                start = base.run_dir
-                if start_name == "seen_molex":
-                    seen = recipe["seen_molex"]
-                    seen_cfg = _derived(base, f"seen-molex-s{seed}", root, out, seed,
-                                        {"name": "molex", "args": {"baseline_run": str(base.run_dir), **seen["args"]}},
-                                        {"epochs": seen["epochs"], "lr": seen["lr"]}, {}, epochs, overrides)
-                    run_cell(seen_cfg, "eval")
-                    start = seen_cfg.run_dir
+                start = base.run_dir if start_name == "base" else seen_molex(recipe, base, root, out, epochs,
+                                                                            overrides)
                 cfg = _derived(base, f"{system}-s{seed}", split, out, seed,
                                {"name": spec["strategy"], "args": {"baseline_run": str(start), **spec["args"]}},
                                merge_dicts(adapt["train"], spec.get("train", {})), adapt.get("data", {}), epochs,

@@ -30,7 +30,7 @@ from plastispoof import runs
 from plastispoof.capacity.base import Stage, Transform, apply_transforms, build_strategy
 from plastispoof.config import ExperimentConfig
 from plastispoof.data.loaders import TrainingData, training_data
-from plastispoof.metrics import compute_eer
+from plastispoof.metrics import trials_eer
 from plastispoof.models.base import build_model, count_parameters
 from plastispoof.scoring import score_trials
 from plastispoof.training.distributed import Distributed, local_rank, resolve_device
@@ -129,9 +129,9 @@ class Trainer:
             eer, threshold = dev_eer(self.model, self.cfg, self.data, self.device, self.dist)
             progress.epoch += 1
             progress.global_epoch += 1
-            if not best.improves(eer):
+            if not best.improves(eer) and self.cfg.train.select == "best":
                 best.miss()
-            else:  # the weights are saved only when they are the best so far
+            else:  # the weights are saved only when they are the best so far (or, select: last, the latest)
                 best.keep(eer, progress.epoch, threshold, self.recorder.save_best(self.model, index, stage.name))
             self._log_epoch(stage, index, loss, eer, threshold, time.perf_counter() - started)
             if best.should_stop(self.cfg.train.early_stopping):
@@ -220,8 +220,7 @@ def dev_eer(model: nn.Module, cfg: ExperimentConfig, data: TrainingData, device:
     scores = dist.merge(score_trials(model, shard, cfg.data.num_samples, cfg.data.eval_batch_size, device,
                                      sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers,
                                      show_progress=dist.is_main))
-    return compute_eer([scores[t.utt_id] for t in data.dev_trials if t.label == "bonafide"],
-                       [scores[t.utt_id] for t in data.dev_trials if t.label != "bonafide"])
+    return trials_eer(data.dev_trials, scores)
 
 
 def window_mean_dev_threshold(model: nn.Module, cfg: ExperimentConfig, data: TrainingData,
