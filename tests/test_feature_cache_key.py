@@ -7,8 +7,13 @@ from pathlib import Path
 import torch
 
 from plastispoof.capacity.base import Stage, Strategy, StrategyOptions
+from plastispoof.config import load_config
+from plastispoof.data.feature_cache import FeatureCache
+from plastispoof.data.loaders import training_data
+from plastispoof.metrics import trials_eer
 from plastispoof.registry import STRATEGIES
-from plastispoof.runs import load_run_model
+from plastispoof.runs import load_run_model, read_jsonl
+from plastispoof.scoring import score_trials
 from plastispoof.training import train
 from tiny_run import tiny_config, write_tiny_corpus
 
@@ -60,3 +65,21 @@ def test_a_run_started_from_another_uses_the_features_of_that_runs_encoder(tmp_p
     assert sorted(p.name for p in cache.iterdir()) == keys_after_first  # nothing keyed by the unloaded weights
     cached = sorted(p.name for p in (cache / final_key).glob("*.safetensors"))
     assert cached  # the second run read (and possibly added) features under the right key
+
+
+def test_dev_is_scored_from_the_cache_with_the_scores_of_the_waveforms(tmp_path):
+    """Every epoch's dev EER reads cached features (the encoder runs once per utterance, not once per epoch), and
+    they give the scores first-crop scoring of the waveforms gives."""
+    corpus = write_tiny_corpus(tmp_path / "corpus", seconds=0.3,
+                               counts={"train": (4, 4), "dev": (3, 3), "eval": (1, 1)})
+    cache = tmp_path / "cache"
+    run = train(_config(tmp_path / "runs", corpus, cache, "run", seed=1))
+    model, _ = load_run_model(run)
+    data = training_data(load_config(run / "config.yaml"), model, torch.device("cpu"))
+    cached = data.dev_scores(model, batch_size=4)
+    direct = score_trials(model, data.dev_trials, NUM_SAMPLES, 4, "cpu", show_progress=False)
+    assert cached.keys() == direct.keys() and len(direct) == 6
+    assert all(abs(cached[utt] - direct[utt]) <= 1e-5 * (1 + abs(direct[utt])) for utt in direct)
+    assert read_jsonl(run / "metrics.jsonl")[-1]["dev_eer"] == trials_eer(data.dev_trials, direct)[0]
+    key = model.frontend.cache_key(num_samples=NUM_SAMPLES, sample_rate=16000)
+    assert all(FeatureCache(cache, key).get(t.utt_id) is not None for t in data.dev_trials)

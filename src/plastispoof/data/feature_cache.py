@@ -4,7 +4,7 @@ A frozen front-end (:class:`~plastispoof.models.ssl.SSLFrontend` with ``freeze=T
 for the same crop every epoch, so training on its back-end need not run the encoder again: :class:`FeatureCache`
 keeps one safetensors file per utterance, under a key that fingerprints the front-end and its weights
 (:meth:`~plastispoof.models.ssl.SSLFrontend.cache_key`), and :class:`CachedFeatureDataset` serves them to
-training (``data.feature_cache`` in a config).
+training and to the dev scoring of every epoch (``data.feature_cache`` in a config).
 """
 
 from __future__ import annotations
@@ -139,6 +139,29 @@ class CachedFeatureDataset(Dataset):
             states = self._encode(waveform.unsqueeze(0))[0]
             cache.put(trial.utt_id, states)
         return states, trial.target, index
+
+    def scores(self, model: torch.nn.Module, batch_size: int, indices: list[int] | None = None) -> dict[str, float]:
+        """``{utt_id: score}`` of ``model`` (built on this front-end) for the utterances at ``indices`` (default:
+        all), from their cached features: the scores ``first-crop`` scoring of the waveforms gives (the same
+        fixed crop, the same frozen encoder), without running the encoder again. Eval mode, no gradients; the
+        model's training mode is restored afterwards."""
+        from plastispoof.scoring import model_scores
+
+        indices = list(range(len(self))) if indices is None else list(indices)
+        self.fill(batch_size)  # the first time: encode in batches, not one utterance at a time
+        device = next(model.parameters()).device
+        was_training, scores = model.training, {}
+        model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, len(indices), batch_size):
+                    chunk = indices[start:start + batch_size]
+                    states = torch.stack([self[i][0] for i in chunk]).to(device)
+                    for i, score in zip(chunk, model_scores(model, states).float().cpu().tolist()):
+                        scores[self.dataset.trials[i].utt_id] = score
+        finally:
+            model.train(was_training)
+        return scores
 
     def fill(self, batch_size: int = 16) -> int:
         """Encode every utterance not cached yet, ``batch_size`` at a time; returns how many were encoded."""

@@ -25,6 +25,16 @@ class TrainingData:
     dev_trials: list[Trial]
     class_weights: torch.Tensor | None
     steps_per_epoch: int
+    dev_features: Any = None  # a CachedFeatureDataset of the dev trials when data.feature_cache is set
+
+    def dev_scores(self, model: nn.Module, batch_size: int, rank: int = 0, world_size: int = 1
+                   ) -> dict[str, float] | None:
+        """Scores of this rank's share of the dev trials from cached features, or None without a cache (score
+        the waveforms then)."""
+        if self.dev_features is None:
+            return None
+        self.dev_features.bind(model.frontend)  # keyed by the encoder weights as they are at this scoring
+        return self.dev_features.scores(model, batch_size, list(range(rank, len(self.dev_trials), world_size)))
 
     def set_epoch(self, epoch: int) -> None:
         """Crops, augmentation and (under DDP) the shard order of epoch ``epoch``."""
@@ -63,8 +73,12 @@ def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device,
     weights = class_weights(cfg.train, [t.target for t in train_trials])
     dataset = TrialDataset(train_trials, num_samples=data.num_samples, sample_rate=data.sample_rate,
                            train=not data.feature_cache, seed=cfg.seed, augment=data.augment)
-    if data.feature_cache:
+    dev_features = None
+    if data.feature_cache:  # dev scored from the cache too: a frozen encoder gives a fixed crop the same features
         dataset = _cached_features(dataset, model, cfg.model.name, data.feature_cache)
+        dev_features = _cached_features(TrialDataset(dev_trials, num_samples=data.num_samples,
+                                                     sample_rate=data.sample_rate, train=False),
+                                        model, cfg.model.name, data.feature_cache)
     generator = torch.Generator().manual_seed(cfg.seed)
     if world_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed)
@@ -77,7 +91,7 @@ def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device,
     steps = len(loader)
     return TrainingData(dataset, loader, generator, dev_trials,
                         None if weights is None else weights.to(device),
-                        min(steps, cfg.train.max_steps_per_epoch or steps))
+                        min(steps, cfg.train.max_steps_per_epoch or steps), dev_features)
 
 
 def _cached_features(dataset, model: nn.Module, model_name: str, directory: str):

@@ -216,10 +216,12 @@ class Trainer:
 def dev_eer(model: nn.Module, cfg: ExperimentConfig, data: TrainingData, device: torch.device,
             dist: Distributed) -> tuple[float, float]:
     """Dev EER and its threshold, ``first-crop``; under DDP each rank scores a shard and the scores are merged."""
-    shard = data.dev_trials[dist.rank::dist.world_size]
-    scores = dist.merge(score_trials(model, shard, cfg.data.num_samples, cfg.data.eval_batch_size, device,
-                                     sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers,
-                                     show_progress=dist.is_main))
+    scores = data.dev_scores(model, cfg.data.eval_batch_size, dist.rank, dist.world_size)
+    if scores is None:
+        scores = score_trials(model, data.dev_trials[dist.rank::dist.world_size], cfg.data.num_samples,
+                              cfg.data.eval_batch_size, device, sample_rate=cfg.data.sample_rate,
+                              num_workers=cfg.data.num_workers, show_progress=dist.is_main)
+    scores = dist.merge(scores)
     return trials_eer(data.dev_trials, scores)
 
 
