@@ -10,9 +10,12 @@ from plastispoof.capacity.base import Stage, Strategy, StrategyOptions
 from plastispoof.config import load_config
 from plastispoof.data.feature_cache import FeatureCache
 from plastispoof.data.loaders import training_data
+from plastispoof.data.protocols import read_dataset
+from plastispoof.evaluate import evaluate_run
 from plastispoof.metrics import trials_eer
 from plastispoof.registry import STRATEGIES
 from plastispoof.runs import load_run_model, read_jsonl
+from plastispoof.score_files import read_scores
 from plastispoof.scoring import score_trials
 from plastispoof.training import train
 from tiny_run import tiny_config, write_tiny_corpus
@@ -83,3 +86,20 @@ def test_dev_is_scored_from_the_cache_with_the_scores_of_the_waveforms(tmp_path)
     assert read_jsonl(run / "metrics.jsonl")[-1]["dev_eer"] == trials_eer(data.dev_trials, direct)[0]
     key = model.frontend.cache_key(num_samples=NUM_SAMPLES, sample_rate=16000)
     assert all(FeatureCache(cache, key).get(t.utt_id) is not None for t in data.dev_trials)
+
+
+def test_evaluate_reads_the_runs_feature_cache_and_gives_the_waveforms_scores(tmp_path):
+    corpus = write_tiny_corpus(tmp_path / "corpus", seconds=0.3,
+                               counts={"train": (4, 4), "dev": (3, 3), "eval": (3, 2)})
+    cache = tmp_path / "cache"
+    run = train(_config(tmp_path / "runs", corpus, cache, "run", seed=1))
+    report = evaluate_run(run, "asv19-la", corpus, "eval", bootstrap=0)
+    model, _ = load_run_model(run)
+    trials = read_dataset("asv19-la", corpus, "eval")
+    direct = score_trials(model, trials, NUM_SAMPLES, 4, "cpu", show_progress=False)
+    written = read_scores(run / "scores" / "asv19-la-eval.txt")
+    assert written.keys() == direct.keys() and len(direct) == 5
+    assert all(abs(written[utt] - direct[utt]) <= 1e-5 * (1 + abs(direct[utt])) for utt in direct)
+    assert report["eer"] == trials_eer(trials, direct)[0]
+    key = model.frontend.cache_key(num_samples=NUM_SAMPLES, sample_rate=16000)
+    assert all(FeatureCache(cache, key).get(t.utt_id) is not None for t in trials)  # eval went through the cache

@@ -45,6 +45,21 @@ def load_run_and_trials(run_dir: str | Path, dataset: str, root: str | Path, sub
     return cfg, model, meta, trials
 
 
+def cached_first_crop_scores(cfg: Any, model: nn.Module, trials: Sequence[Trial]) -> dict[str, float] | None:
+    """First-crop scores read through the run's feature cache (a frozen SSL front-end trained with
+    ``data.feature_cache``): the scores of the waveforms, with the encoder run only for utterances not cached yet
+    (several back-ends on one encoder share its features). None for any other run."""
+    frontend = getattr(model, "frontend", None)
+    if not cfg.data.feature_cache or not getattr(frontend, "freeze", False) or not hasattr(frontend, "cache_key"):
+        return None
+    from plastispoof.data.dataset import TrialDataset
+    from plastispoof.data.feature_cache import CachedFeatureDataset
+
+    dataset = TrialDataset(list(trials), num_samples=cfg.data.num_samples, sample_rate=cfg.data.sample_rate,
+                           train=False)
+    return CachedFeatureDataset(dataset, frontend, cfg.data.feature_cache).scores(model, cfg.data.eval_batch_size)
+
+
 def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: str = "eval", *,
                  full: bool = False, bootstrap: int = 1000) -> dict[str, Any]:
     """Score ``subset`` of ``dataset`` under ``root`` with a run's final model; write and return its metrics.
@@ -71,8 +86,10 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
                             device=device)
         scores = window_mean_scores(detector, trials)
     else:
-        scores = score_trials(model.to(device), trials, cfg.data.num_samples, cfg.data.eval_batch_size, device,
-                              sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers)
+        scores = cached_first_crop_scores(cfg, model.to(device), trials)
+        if scores is None:
+            scores = score_trials(model, trials, cfg.data.num_samples, cfg.data.eval_batch_size, device,
+                                  sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers)
     report = {**compute_report(trials, scores, bootstrap=bootstrap), "convention": convention,
               "convention_text": CONVENTION_TEXT[convention]}
 
