@@ -51,11 +51,33 @@ class ExpertUsage:
     def top1_share(self) -> np.ndarray:
         return self.top1_sum / self.utterances[None, :, None]
 
+    @property
+    def attack_information(self) -> np.ndarray:
+        """Per layer, the mutual information (bits) between an utterance's class (bona fide, or its attack) and
+        the expert that wins a token: 0 when every class spreads its tokens over the experts alike, at most
+        ``log2(experts)`` (every class has experts of its own). It answers "do experts specialise by attack?"
+        whichever expert is which; classes weigh by their utterances.
+
+        >>> alike = ExpertUsage(["l"], ["bonafide", "A01"], np.array([2.0, 2.0]), np.ones((1, 2, 2)),
+        ...                     np.ones((1, 2, 2)))
+        >>> apart = ExpertUsage(["l"], ["bonafide", "A01"], np.array([1.0, 1.0]), np.ones((1, 2, 2)),
+        ...                     np.array([[[1.0, 0.0], [0.0, 1.0]]]))
+        >>> float(alike.attack_information[0]), float(apart.attack_information[0])
+        (0.0, 1.0)
+        """
+        p_class = self.utterances / self.utterances.sum()
+        p_expert_given_class = self.top1_share / self.top1_share.sum(2, keepdims=True)  # (layers, classes, experts)
+        p_expert = np.einsum("a,lae->le", p_class, p_expert_given_class)
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 log 0 = 0
+            terms = np.nan_to_num(p_expert_given_class * np.log2(p_expert_given_class / p_expert[:, None, :]))
+        return np.einsum("a,lae->l", p_class, terms)
+
     def as_json(self) -> dict[str, Any]:
         return {"layers": self.layers, "attacks": self.attacks, "experts": int(self.gate_sum.shape[2]),
                 "utterances": dict(zip(self.attacks, self.utterances.tolist())),
                 "mean_gate": self.mean_gate.tolist(), "top1_share": self.top1_share.tolist(),
-                "mean_gate_over_layers": self.mean_gate.mean(0).tolist()}
+                "mean_gate_over_layers": self.mean_gate.mean(0).tolist(),
+                "attack_information_bits": self.attack_information.tolist()}
 
     def as_csv(self) -> str:
         buffer = io.StringIO()
@@ -79,6 +101,11 @@ class ExpertUsage:
         for a, attack in enumerate(self.attacks):
             cells = " ".join(f"{g:6.3f}" for g in gate[a])
             lines.append(f"{attack:<{width}} {int(self.utterances[a]):>6} {cells}  {experts[int(gate[a].argmax())]}")
+        information = self.attack_information
+        top = int(information.argmax())
+        lines.append(f"attack information of the top-1 expert (bits; {math.log2(gate.shape[1]):.0f} = one class per "
+                     f"expert): mean {information.mean():.3f} over layers, highest {information[top]:.3f} "
+                     f"({self.layers[top]})")
         return "\n".join(lines)
 
 
