@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from plastispoof.analysis.expert_usage import expert_usage_report
+from plastispoof.analysis.expert_usage import ExpertUsage, expert_usage_report
 from plastispoof.capacity.base import apply_transforms, build_strategy
 from plastispoof.capacity.molex import MoLExLinear, MoLExOptions, MoLExTransform, molex_layers
 from plastispoof.config import dump_config
@@ -248,6 +248,12 @@ def test_expert_usage_report_of_a_hand_made_run(tmp_path, corpus):
     assert rows[0] == "layer,attack,expert,utterances,mean_gate,top1_share" and len(rows) == 1 + 5 * 3 * 3
     assert (run / "reports" / "experts-asv19-la-eval.png").stat().st_size > 1000
     assert "A02" in table and "E2" in table
+    # Every class sends nearly every token to expert 2: almost no information about the attack in the choice.
+    information = np.array(report["attack_information_bits"])
+    assert information.shape == (4,) and (information >= 0).all() and (information < 0.05).all()
+    again = ExpertUsage.from_json(report)  # a report read back gives the same figures
+    np.testing.assert_allclose(again.mean_gate, gates)
+    np.testing.assert_allclose(again.attack_information, information)
 
 
 def test_expert_usage_report_refuses_a_run_without_experts(tmp_path, corpus):

@@ -72,6 +72,14 @@ class ExpertUsage:
             terms = np.nan_to_num(p_expert_given_class * np.log2(p_expert_given_class / p_expert[:, None, :]))
         return np.einsum("a,lae->l", p_class, terms)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ExpertUsage":
+        """Back from :meth:`as_json` (a report's ``experts-*.json``), e.g. to compare runs without scoring again."""
+        utterances = np.array([data["utterances"][attack] for attack in data["attacks"]], dtype=float)
+        return cls(list(data["layers"]), list(data["attacks"]), utterances,
+                   np.asarray(data["mean_gate"]) * utterances[None, :, None],
+                   np.asarray(data["top1_share"]) * utterances[None, :, None])
+
     def as_json(self) -> dict[str, Any]:
         return {"layers": self.layers, "attacks": self.attacks, "experts": int(self.gate_sum.shape[2]),
                 "utterances": dict(zip(self.attacks, self.utterances.tolist())),
