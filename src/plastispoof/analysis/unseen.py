@@ -33,7 +33,7 @@ from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.config import ExperimentConfig, apply_overrides, validate
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json, atomic_write_text
-from plastispoof.metrics import compute_eer
+from plastispoof.metrics import trials_eer
 
 RECIPE = REPO / "configs" / "unseen.yaml"
 MANIFEST = "corpus.json"
@@ -89,7 +89,7 @@ def split_eers(trials, scores: dict[str, float], held_out: list[str]) -> dict[st
     def eer(genuine, spoofs) -> float | None:
         if not genuine or not spoofs:
             return None
-        return compute_eer([scores[t.utt_id] for t in genuine], [scores[t.utt_id] for t in spoofs])[0]
+        return trials_eer(genuine + spoofs, scores)[0]
 
     speakers = sorted({t.speaker for t in unseen if t.speaker})
     per_speaker = {s: eer([t for t in bonafide if t.speaker == s], [t for t in unseen if t.speaker == s])
