@@ -52,12 +52,11 @@ def cached_first_crop_scores(cfg: Any, model: nn.Module, trials: Sequence[Trial]
     frontend = getattr(model, "frontend", None)
     if not cfg.data.feature_cache or not getattr(frontend, "freeze", False) or not hasattr(frontend, "cache_key"):
         return None
-    from plastispoof.data.dataset import TrialDataset
-    from plastispoof.data.feature_cache import CachedFeatureDataset
+    from plastispoof.data.feature_cache import first_crop_features
 
-    dataset = TrialDataset(list(trials), num_samples=cfg.data.num_samples, sample_rate=cfg.data.sample_rate,
-                           train=False)
-    return CachedFeatureDataset(dataset, frontend, cfg.data.feature_cache).scores(model, cfg.data.eval_batch_size)
+    features = first_crop_features(trials, frontend, cfg.data.feature_cache, cfg.data.num_samples,
+                                   cfg.data.sample_rate)
+    return features.scores(model, cfg.data.eval_batch_size)
 
 
 def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: str = "eval", *,

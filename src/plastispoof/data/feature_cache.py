@@ -175,6 +175,16 @@ class CachedFeatureDataset(Dataset):
         return len(missing)
 
 
+def first_crop_features(trials: list[Any], frontend: SSLFrontend, directory: str | Path, num_samples: int,
+                        sample_rate: int, *, bind: bool = True) -> CachedFeatureDataset:
+    """The cached features of ``trials``' fixed first crops (``num_samples``, repeat-padded): what dev scoring
+    during training and ``evaluate`` read, with :meth:`CachedFeatureDataset.scores`."""
+    from plastispoof.data.dataset import TrialDataset
+
+    dataset = TrialDataset(list(trials), num_samples=num_samples, sample_rate=sample_rate, train=False)
+    return CachedFeatureDataset(dataset, frontend, directory, bind=bind)
+
+
 def _check_frozen(frontend: SSLFrontend) -> None:
     if not frontend.freeze:
         raise InputError("only a frozen SSL front-end (freeze: true) can use a feature cache; a trained "

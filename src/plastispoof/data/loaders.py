@@ -54,6 +54,7 @@ def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device,
                   world_size: int = 1) -> TrainingData:
     """Read the train and dev subsets (subsampled as configured, both classes required) and build the loader."""
     from plastispoof.data.dataset import TrialDataset, subsample
+    from plastispoof.data.feature_cache import first_crop_features
     from plastispoof.data.protocols import read_dataset
     from plastispoof.training.losses import class_weights
     from plastispoof.training.seeding import seed_worker
@@ -76,9 +77,8 @@ def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device,
     dev_features = None
     if data.feature_cache:  # dev scored from the cache too: a frozen encoder gives a fixed crop the same features
         dataset = _cached_features(dataset, model, cfg.model.name, data.feature_cache)
-        dev_features = _cached_features(TrialDataset(dev_trials, num_samples=data.num_samples,
-                                                     sample_rate=data.sample_rate, train=False),
-                                        model, cfg.model.name, data.feature_cache)
+        dev_features = first_crop_features(dev_trials, model.frontend, data.feature_cache, data.num_samples,
+                                           data.sample_rate, bind=False)  # bound at each scoring (dev_scores)
     generator = torch.Generator().manual_seed(cfg.seed)
     if world_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed)
