@@ -375,8 +375,8 @@ def test_sliced_inference_computes_the_whole_map_encoder(monkeypatch, slice_elem
     if slice_elements is not None:
         monkeypatch.setattr(cpu_inference, "SLICE_ELEMENTS", slice_elements)
     sliced_blocks = []
-    monkeypatch.setattr(cpu_inference, "block_inference",
-                        lambda block, x, inner=cpu_inference.block_inference: sliced_blocks.append(block) or inner(block, x))
+    inner = cpu_inference.block_inference
+    monkeypatch.setattr(cpu_inference, "block_inference", lambda block, x: sliced_blocks.append(block) or inner(block, x))
     torch.manual_seed(0)
     model = _with_random_norms(build_model("aasist-l"), seed=1).eval()
     waveform = 0.2 * torch.randn(2, samples, generator=torch.Generator().manual_seed(samples))
@@ -418,8 +418,8 @@ def test_training_on_channels_last_maps_is_as_accurate_as_the_whole_map_layers(m
     from plastispoof.models.aasist import cpu_training
 
     trained_blocks = []
-    monkeypatch.setattr(cpu_training, "block_training",
-                        lambda block, x, inner=cpu_training.block_training: trained_blocks.append(block) or inner(block, x))
+    inner = cpu_training.block_training
+    monkeypatch.setattr(cpu_training, "block_training", lambda block, x: trained_blocks.append(block) or inner(block, x))
     torch.manual_seed(0)
     model = build_model("aasist-l").train()
     waveform = 0.2 * torch.randn(2, SR, generator=torch.Generator().manual_seed(7))
@@ -503,6 +503,9 @@ def test_a_grown_or_evaluating_encoder_trains_on_the_plain_layers(monkeypatch):
     model = build_model("aasist-l").train()
     model.encoder[0][0].conv1.register_forward_hook(lambda *args: None)  # a hook must see its layer run
     model(waveform)
+    model = build_model("aasist-l").train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast picks each layer's precision itself
+        assert torch.isfinite(model(waveform)).all()
     assert calls == []
 
 

@@ -1,16 +1,17 @@
 """Training AASIST's encoder on a CPU with channels-last maps, with BatchNorm statistics as exact as the default's.
 
 oneDNN runs these convolutions and torch the 1x3 max-pool much faster on channels-last maps than on the default
-layout (the first block's max-pool about 7x, its ``conv2`` forward about 2x on this project's CPU; see
+layout (the first block's max-pool about 7x, its ``conv2`` forward 1.3-2x on this project's CPU; see
 docs/benchmarks.md). What kept training on the default layout was BatchNorm: torch's channels-last kernel adds
 a channel's values one after another, so on AASIST's maps (a million values per channel and more) its batch
 variance is off by up to 1e-3 relative, against 1e-7 in the default layout, and gradients move with it.
 
 :func:`norm_selu` is ``selu(bn2(x))`` for a channels-last map in training mode with statistics from pairwise
 (cascade) sums over a (positions, channels) view, two passes for the variance, and a backward of its own with
-the same kind of sums. :func:`block_training` is :meth:`ResidualBlock.forward` built on it. The values are the
-default layout's to float32 rounding; tests/test_aasist.py checks logits, every gradient and the running
-statistics against the default layout, and the statistics against float64.
+the same kind of sums. The first block, whose input has one channel, folds ``conv1 -> bn2 -> SELU`` into one
+function whose statistics come from the input patches' moments (:func:`one_channel_conv_norm_selu`).
+:func:`block_training` is :meth:`ResidualBlock.forward` built on them. tests/test_aasist.py checks a training
+step against the default layout: equal to 1e-10 in float64, as accurate as it in float32 (against float64).
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def _add_transposed_patches(grad_x: torch.Tensor, per_patch: torch.Tensor) -> No
     """``grad_x`` (B, 1, H, W) += the transpose of :func:`_patches` applied to ``per_patch`` (B, H + 1, W, 6)."""
     height, width = grad_x.shape[2:]
     for element in range(6):
-        row, column = divmod(element, 3)  # patch element (row, column) at output (r, c) is x[r + row - 1, c + column - 1]
+        # patch element (row, column) at output (r, c) is x[r + row - 1, c + column - 1]
+        row, column = divmod(element, 3)
         top, left = max(row - 1, 0), max(column - 1, 0)
         bottom, right = min(height, height + row), min(width, width + column - 1)
         grad_x[:, 0, top:bottom, left:right] += per_patch[:, top - row + 1:bottom - row + 1,

@@ -120,7 +120,10 @@ class AASIST(_GraphBackendLayers, SpoofModel):
 
     def _can_train_channels_last(self) -> bool:
         """The channels-last training path is for the published layers with every ``bn2`` in training mode
-        (batch statistics); a grown, wrapped or hooked layer, or a BatchNorm in eval mode, takes the plain layers."""
+        (batch statistics) in float32 or float64; a grown, wrapped or hooked layer, a BatchNorm in eval mode, or
+        autocast (its own choice of precision per layer) takes the plain layers."""
+        if torch.is_autocast_enabled("cpu") or self.first_bn.weight.dtype not in (torch.float32, torch.float64):
+            return False
         return (all(type(stage) is nn.Sequential and len(stage) == 1 and type(stage[0]) is ResidualBlock
                     and stage[0].is_plain() and stage[0].bn2.training for stage in self.encoder)
                 and not has_hooks(self.encoder))
