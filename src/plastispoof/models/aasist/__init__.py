@@ -37,6 +37,10 @@ Facts of the published network this file keeps so the official checkpoints score
 Growth sites: in every encoder block ``conv1``'s output channels are private to the block (``conv1 -> bn2
 -> SELU -> conv2``), so ``conv1`` is the producer, ``bn2`` the norm and ``conv2`` the consumer. ``conv2``'s
 outputs are summed with the residual path and feed the next block, so they are not a site.
+
+Modules: ``frontend`` (1), ``encoder`` (2), ``graph`` (3), ``model`` (the two registered models),
+``checkpoints`` (reading the official ``.pth`` files), and two CPU fast paths that compute the same function
+faster on a CPU: ``cpu_inference`` (eval mode, slices of time) and ``cpu_training`` (channels-last maps).
 """
 
 from plastispoof.models.aasist.checkpoints import (OFFICIAL_MODELS, load_official, read_state_dict,
