@@ -452,6 +452,20 @@ def test_training_on_channels_last_maps_is_as_accurate_as_the_whole_map_layers(m
         assert (whole_stats[key] - truth).abs().max().item() <= 1e-5 * truth.abs().max().item() + 1e-7, key
 
 
+def test_channels_last_training_with_a_frozen_front_end_is_the_same_function():
+    # first_bn frozen: the encoder's input needs no gradient, and the first block skips computing it
+    torch.manual_seed(0)
+    model = build_model("aasist-l").train()
+    model.first_bn.requires_grad_(False)
+    waveform = 0.2 * torch.randn(2, 12000, generator=torch.Generator().manual_seed(8))
+    _, fast_grads, _ = _one_training_step(model, waveform, True, torch.float64)
+    _, whole_grads, _ = _one_training_step(model, waveform, False, torch.float64)
+    assert fast_grads.keys() == whole_grads.keys() and not any(key.startswith("first_bn") for key in fast_grads)
+    for key, truth in whole_grads.items():
+        torch.testing.assert_close(fast_grads[key], truth, rtol=1e-10, atol=1e-10 * truth.abs().max().item() + 1e-14,
+                                   msg=key)
+
+
 def test_channels_last_batch_statistics_keep_float32_precision_on_a_large_map():
     from plastispoof.models.aasist.cpu_training import batch_statistics
 

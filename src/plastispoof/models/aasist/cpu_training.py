@@ -150,8 +150,10 @@ class _OneChannelConvNormSelu(torch.autograd.Function):
                                                SELU_SCALE, 1.0, True, out, grad_input=grad_norm)
         scale = norm_weight * invstd
         folded = (weight * scale[:, None, None, None]).contiguous(memory_format=CHANNELS_LAST)
+        needs_grad_x = ctx.needs_input_grad[0]  # not when everything before the encoder is frozen
         grad_x, patch_grad, grad_norm_bias = torch.ops.aten.convolution_backward(
-            grad_norm, x, folded, [weight.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True])
+            grad_norm, x, folded, [weight.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+            [needs_grad_x, True, True])
         # float64 from here: per-channel sums over a million positions and their differences
         count = out.numel() // out.shape[1]
         w = weight.double().reshape(weight.shape[0], 6)
@@ -165,9 +167,11 @@ class _OneChannelConvNormSelu(torch.autograd.Function):
         r_bias = (offset * inv * grad_norm_weight / count + sum_grad / count) * sc
         second, first = moments[:, :6], moments[:, 6]
         grad_weight = sc[:, None] * patch_grad - (r_weight @ second + r_bias[:, None] * first[None, :])
-        per_patch = torch.addmm((r_bias @ w).to(x.dtype), _patches(x).reshape(-1, 6), (r_weight.t() @ w).to(x.dtype))
-        grad_x = grad_x.contiguous()
-        _add_transposed_patches(grad_x, -per_patch.view(*x.shape[:1], x.shape[2] + 1, x.shape[3], 6))
+        if needs_grad_x:
+            per_patch = torch.addmm((r_bias @ w).to(x.dtype), _patches(x).reshape(-1, 6),
+                                    (r_weight.t() @ w).to(x.dtype))
+            grad_x = grad_x.contiguous()
+            _add_transposed_patches(grad_x, -per_patch.view(x.shape[0], x.shape[2] + 1, x.shape[3], 6))
         return (grad_x, grad_weight.to(weight.dtype).reshape(weight.shape), torch.zeros_like(bias),
                 grad_norm_weight.to(weight.dtype), sum_grad.to(weight.dtype), None, None, None)
 
