@@ -175,6 +175,28 @@ def test_later_invocations_add_to_the_table_and_folders_merge(corpus, tmp_path):
     assert "| tiny | third |" in result.output and "1,2" in result.output
 
 
+def test_two_invocations_into_one_folder_keep_each_others_cells(corpus, tmp_path, monkeypatch):
+    # One invocation per core, both writing runs/unseen: the one that started first writes last, and must not
+    # drop the cell the other wrote meanwhile (it used to: it merged into what the folder held when it started).
+    from plastispoof.analysis import recipes
+
+    recipe = write_recipe(tmp_path / "recipe.yaml", with_pretrained=False)
+    out, inner = tmp_path / "shared", recipes.run_cell
+    other_finished: list[str] = []
+
+    def run_cell_while_the_other_invocation_finishes(cfg, *args, **kwargs):
+        if "pair" in str(cfg.run_dir) and not other_finished:  # the first invocation's only cell, once
+            other_finished.append(reproduce_unseen(corpus, families=["third"], seeds=[1], out=out, recipe_path=recipe))
+        return inner(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(recipes, "run_cell", run_cell_while_the_other_invocation_finishes)
+    text = reproduce_unseen(corpus, families=["pair"], seeds=[1], out=out, recipe_path=recipe)
+    assert "| tiny | third |" in other_finished[0] and "| tiny | pair |" not in other_finished[0]
+    assert "| tiny | pair |" in text and "| tiny | third |" in text
+    cells = json.loads((out / "unseen.json").read_text())["cells"]
+    assert sorted(c["held_out"] for c in cells) == ["pair", "third"]
+
+
 def test_verdicts_compare_each_family_with_the_zero_shot_row_of_the_same_family():
     from plastispoof.analysis.unseen import Row, verdicts
 

@@ -367,7 +367,6 @@ def reproduce_unseen(root: Path, systems: list[str] | None = None, seeds: list[i
         raise InputError(f"weights not found: {weights}")
     overrides = overrides or []
     started = time.perf_counter()
-    earlier = previous_cells(out)  # the table keeps what earlier invocations measured here
     cells: list[Cell] = []
     for system in systems:
         spec = recipe["systems"][system]
@@ -394,8 +393,22 @@ def reproduce_unseen(root: Path, systems: list[str] | None = None, seeds: list[i
                 settings = {"root": str(root), "systems": systems, "families": families, "seeds": seeds,
                             "epochs": epochs, "overrides": overrides, "weights": str(weights) if weights else None,
                             "recipe": recipe, "wall_seconds": time.perf_counter() - started}
-                text = write_report(merge_cells(earlier, cells), out, settings)
+                text = _add_to_report(out, cells, settings)
     return text
+
+
+def _add_to_report(out: Path, cells: list[Cell], settings: dict[str, Any]) -> str:
+    """Merge ``cells`` into the folder's report as it is now and rewrite it. Read at each write, under a lock,
+    not once at the start: two invocations into one folder (one per core) otherwise drop each other's cells."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".unseen.lock", "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: the read-merge-write below is still short
+            pass
+        return write_report(merge_cells(previous_cells(out), cells), out, settings)
 
 
 def _train_seconds(run_dir: Path) -> float | None:
