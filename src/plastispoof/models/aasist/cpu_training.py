@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plastispoof.models.aasist.cpu_inference import one_channel_as_channels_last
 from plastispoof.models.aasist.encoder import ResidualBlock
 
 CHANNELS_LAST = torch.channels_last
@@ -199,12 +200,12 @@ def block_training(block: ResidualBlock, x: torch.Tensor) -> torch.Tensor:
     """:meth:`ResidualBlock.forward` with ``bn2`` in training mode, on channels-last maps (input and output).
 
     Channels-last weights make oneDNN keep every map channels-last; the weights' copies are part of the autograd
-    graph, so their gradients reach the parameters. A one-channel input (the first block's) is laid out with
-    channels-last strides first: its default strides are channels-last too, but oneDNN does not read them so
-    and would produce, and convert, the default layout (0.7 s more per step for AASIST, batch 4 x 4 s).
+    graph, so their gradients reach the parameters. A one-channel input (the first block's) is viewed with
+    channels-last strides first (:func:`one_channel_as_channels_last`, as for inference): otherwise oneDNN
+    produces, and converts, the default layout (0.7 s more per step for AASIST, batch 4 x 4 s).
     """
-    if x.shape[1] == 1 and x.stride(1) != 1:
-        x = torch.empty_like(x, memory_format=CHANNELS_LAST).copy_(x)
+    if x.shape[1] == 1:
+        x = one_channel_as_channels_last(x)
     conv1, conv2, down = block.conv1, block.conv2, block.conv_downsample
     if x.shape[1] == 1 and conv1.bias is not None:
         hidden = one_channel_conv_norm_selu(block, x)

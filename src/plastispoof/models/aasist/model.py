@@ -109,24 +109,26 @@ class AASIST(_GraphBackendLayers, SpoofModel):
                 pooled[..., start:stop] = F.max_pool2d(filtered.abs_().unsqueeze(1), kernel_size=3)
         return pooled
 
+    def _published_blocks(self, norms_training: bool) -> bool:
+        """Whether every encoder block is the published one (not grown, wrapped or hooked: a hook would not see
+        its layer run) with every ``bn2`` in training mode or in eval mode, as the fast path asks."""
+        return (all(type(stage) is nn.Sequential and len(stage) == 1 and type(stage[0]) is ResidualBlock
+                    and stage[0].bn2.training == norms_training and stage[0].is_plain() for stage in self.encoder)
+                and not has_hooks(self.encoder))
+
     def _can_encode_by_slices(self, waveform: torch.Tensor) -> bool:
-        """The sliced path is for inference on the published layers: no gradients, BatchNorm in eval mode,
-        no grown or wrapped layer and no hook (which would not see the layers it watches run)."""
+        """The sliced path is for inference on the published layers: no gradients, BatchNorm in eval mode."""
         return (not torch.is_grad_enabled() and not self.first_bn.training
-                and type(self.first_bn) is nn.BatchNorm2d
-                and all(type(stage) is nn.Sequential and len(stage) == 1 and type(stage[0]) is ResidualBlock
-                        and not stage[0].bn2.training and stage[0].is_plain() for stage in self.encoder)
-                and not any(has_hooks(part) for part in (self.first_bn, self.encoder)))
+                and type(self.first_bn) is nn.BatchNorm2d and not has_hooks(self.first_bn)
+                and self._published_blocks(norms_training=False))
 
     def _can_train_channels_last(self) -> bool:
         """The channels-last training path is for the published layers with every ``bn2`` in training mode
         (batch statistics) in float32 or float64; a grown, wrapped or hooked layer, a BatchNorm in eval mode, or
         autocast (its own choice of precision per layer) takes the plain layers."""
-        if torch.is_autocast_enabled("cpu") or self.first_bn.weight.dtype not in (torch.float32, torch.float64):
-            return False
-        return (all(type(stage) is nn.Sequential and len(stage) == 1 and type(stage[0]) is ResidualBlock
-                    and stage[0].is_plain() and stage[0].bn2.training for stage in self.encoder)
-                and not has_hooks(self.encoder))
+        return (not torch.is_autocast_enabled("cpu")
+                and self.first_bn.weight.dtype in (torch.float32, torch.float64)
+                and self._published_blocks(norms_training=True))
 
     def _encode_by_slices(self, waveform: torch.Tensor) -> torch.Tensor:
         """:meth:`encode` of one utterance (1, L) in eval mode, without gradients, one slice of time at a time."""
