@@ -12,11 +12,14 @@ from other processes, which drifts slowly, cancels). Gradients are dropped after
 and scored as ``plastispoof score --model aasist --weights FILE`` scores them (``Detector.from_weights`` and
 ``score_paths``: each file is loaded, cut into 64,600-sample windows and its windows scored). Prints seconds
 of audio per wall-clock second (x real time), and user vs system CPU seconds of the whole process.
-``--whole-maps`` (both parts) also runs our model with its CPU fast paths off (``cpu_fast_paths = False``).
+``--whole-maps`` (both parts) also runs our model with its CPU fast paths off (``cpu_fast_paths = False``);
+``--bfloat16`` (score) also scores with ``Detector(precision="bfloat16")`` (``plastispoof score --precision
+bfloat16``) and prints the largest score difference from float32.
 
     python benchmarks/aasist_speed.py train --reference /path/to/aasist/models/AASIST.py
     python benchmarks/aasist_speed.py score
     python benchmarks/aasist_speed.py score --clips 40 --whole-maps
+    python benchmarks/aasist_speed.py score --bfloat16
 """
 
 from __future__ import annotations
@@ -145,22 +148,26 @@ def run_score(args: argparse.Namespace) -> None:
         audio_seconds = write_clips(folder, args.clips, args.seed)
         windows = sum(len(detector.windows(np.zeros(sf.info(p).frames))) for p in sorted(folder.glob("*.wav")))
         detector.score_waveform(np.zeros(SAMPLE_RATE, dtype=np.float32))  # warm-up: oneDNN primitives
-        variants = [("fast paths (default)", True)] + ([("whole maps", False)] if args.whole_maps else [])
+        variants = ([("fast paths (default)", True, "float32")]
+                    + ([("fast paths, --precision bfloat16", True, "bfloat16")] if args.bfloat16 else [])
+                    + ([("whole maps", False, "float32")] if args.whole_maps else []))
         print(f"# {date.today()}  torch {torch.__version__}  {cpu_name()}, {args.threads} threads  AASIST "
               f"(official weights) scoring {args.clips} clips of 1-6 s ({audio_seconds:.0f} s of audio, "
               f"{windows} windows of 64,600 samples), Detector.score_paths")
         print("| path | wall s | x real time | user s | sys s | sys / user |")
         print("|---|---:|---:|---:|---:|---:|")
         scores = {}
-        for name, fast in variants:
-            detector.model.cpu_fast_paths = fast
+        for name, fast, precision in variants:
+            detector.model.cpu_fast_paths, detector.precision = fast, precision
             scores[name], wall, user, system = time_scoring(detector, folder)
             print(f"| {name} | {wall:.1f} | {audio_seconds / wall:.1f}x | {user:.1f} | {system:.1f} | "
                   f"{100 * system / user:.1f} % |", flush=True)
-        if len(scores) == 2:
-            one, two = (np.array(s) for s in scores.values())
-            print(f"\nlargest score difference between the paths: {np.abs(one - two).max():.2e} "
-                  f"(scores span {one.min():.3f} .. {one.max():.3f})")
+        first, *others = scores
+        reference = np.array(scores[first])
+        for name in others:
+            print(f"\nlargest score difference, {name} against {first}: "
+                  f"{np.abs(np.array(scores[name]) - reference).max():.2e} "
+                  f"(scores span {reference.min():.3f} .. {reference.max():.3f})")
 
 
 def main() -> None:
@@ -172,6 +179,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds (train)")
     parser.add_argument("--clips", type=int, default=240, help="clips to score (score)")
     parser.add_argument("--whole-maps", action="store_true", help="also run ours with its CPU fast paths off")
+    parser.add_argument("--bfloat16", action="store_true", help="also score with --precision bfloat16 (score)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args()

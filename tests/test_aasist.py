@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -541,3 +542,69 @@ def test_a_gradient_for_the_waveform_takes_the_whole_map_path_and_is_the_same():
         grads.append(waveform.grad)
     model.cpu_fast_paths = True
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-4 * grads[1].abs().max().item())
+
+
+def test_front_end_max_pool_is_max_pool2d_exactly_with_nan_and_ragged_edges():
+    from plastispoof.models.aasist.cpu_inference import max_pool_3x3
+
+    x = torch.randn(2, 70, 3 * 41 + 2, generator=torch.Generator().manual_seed(3)).abs()
+    x[0, 4, 17] = float("nan")  # one window's NaN must reach its output, as max_pool2d propagates it
+    expected = F.max_pool2d(x[:, None], 3)[:, 0]
+    pooled = max_pool_3x3(x, torch.empty(2, 23, 41))
+    assert torch.equal(pooled.isnan(), expected.isnan()) and pooled.isnan().sum() == 1
+    assert torch.equal(pooled.nan_to_num(), expected.nan_to_num())
+
+
+# --- bfloat16 scoring (plastispoof score --precision bfloat16) --------------------------------------------------
+
+def test_bfloat16_autocast_runs_the_blocks_in_bfloat16_and_the_rest_in_float32(monkeypatch):
+    from plastispoof.models.aasist import cpu_inference
+
+    block_inputs, graph_inputs = [], []
+    inner = cpu_inference.block_inference
+    monkeypatch.setattr(cpu_inference, "block_inference", lambda block, x: block_inputs.append(x.dtype) or inner(block, x))
+    torch.manual_seed(0)
+    model = _with_random_norms(build_model("aasist-l"), seed=4).eval()
+    inner_graph = model.graph_logits
+    monkeypatch.setattr(model, "graph_logits", lambda feature_map: graph_inputs.append(
+        (feature_map.dtype, torch.is_autocast_enabled("cpu"))) or inner_graph(feature_map))
+    waveform = 0.2 * torch.randn(2, SR, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        exact = model(waveform)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model(waveform)
+            model.cpu_fast_paths = False  # autocast's own choice, layer by layer, on the published layers
+            plain = model(waveform).float()
+    assert block_inputs == [torch.float32] * 12 + [torch.bfloat16] * 12  # 2 utterances x 6 blocks, each way
+    assert graph_inputs[:2] == [(torch.float32, False), (torch.float32, False)]  # graph back-end in float32
+    assert fast.dtype == torch.float32
+    fast_error, plain_error = (fast - exact).abs().max().item(), (plain - exact).abs().max().item()
+    assert 0 < fast_error < plain_error  # really bfloat16, and closer to float32 than plain autocast
+
+
+def test_bfloat16_autocast_takes_the_plain_layers_for_float64_and_float16(monkeypatch):
+    from plastispoof.models.aasist import cpu_inference
+
+    calls = []
+    monkeypatch.setattr(cpu_inference, "block_inference", lambda block, x: calls.append(block))
+    model = build_model("aasist-l").eval()
+    waveform = 0.2 * torch.randn(1, 8000, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert model.double()(waveform.double()).dtype == torch.float64
+        with torch.autocast("cpu", dtype=torch.float16):
+            assert torch.isfinite(model.float()(waveform)).all()
+    assert calls == []
+
+
+@needs_checkpoints
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_official_scores_in_bfloat16_stay_within_0_05_of_float32(name, tmp_path):
+    from plastispoof.inference import Detector
+
+    windows = np.stack([speech_like(seed=seed, peak=peak).numpy() for seed, peak in [(1, 0.45), (2, 0.05)]]
+                       + [0.1 * np.random.default_rng(3).standard_normal(SAMPLES)]).astype(np.float32)
+    float32, bfloat16 = (Detector.from_weights(name, OFFICIAL_DIR / CHECKPOINTS[name], device="cpu",
+                                               precision=precision).score_batch(windows)
+                         for precision in ("float32", "bfloat16"))
+    assert 0 < np.abs(bfloat16 - float32).max() <= 0.05

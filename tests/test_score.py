@@ -144,3 +144,44 @@ def test_windows_of_many_files_share_batches_in_order_with_the_same_scores(detec
     assert sizes == [4] * (windows // 4) + ([windows % 4] if windows % 4 else [])  # full batches across files
     for result, path in zip(results[:3] + results[4:], paths[:3] + paths[4:]):
         assert result.score == pytest.approx(detector.score_file(path), rel=1e-5, abs=1e-6)
+
+
+def test_a_detector_refuses_an_unknown_precision_and_lists_the_known():
+    from plastispoof.models.base import build_model
+
+    with pytest.raises(InputError, match="unknown precision 'half'; known: float32, bfloat16"):
+        Detector(build_model("aasist-l"), 16000, precision="half")
+
+
+def test_cli_score_in_bfloat16_and_its_bad_input(tmp_path, monkeypatch, capsys):
+    from plastispoof import inference
+    from plastispoof.cli import main
+    from plastispoof.models.base import build_model
+
+    torch.manual_seed(0)
+    torch.save(build_model("aasist-l").state_dict(), tmp_path / "aasist-l.pth")
+    sf.write(tmp_path / "clip.wav", bonafide_like(np.random.default_rng(6), 20000), SAMPLE_RATE)
+    expected = Detector.from_weights("aasist-l", tmp_path / "aasist-l.pth", device="cpu").score_file(tmp_path / "clip.wav")
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["plastispoof", "score", str(tmp_path / "clip.wav"), *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exited:
+            code = exited.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    weights = ("--model", "aasist-l", "--weights", str(tmp_path / "aasist-l.pth"))
+    code, out, err = cli(*weights, "--precision", "bfloat16", "--json")
+    assert code == 0, err
+    score = json.loads(out)["score"]
+    assert score != expected and score == pytest.approx(expected, abs=0.05)  # bfloat16, and close
+    monkeypatch.setattr(inference, "native_bfloat16", lambda device: False)
+    code, out, err = cli(*weights, "--precision", "bfloat16", "--json")
+    assert code == 0 and "no bfloat16 kernels for this CPU" in err and err.count("\n") == 1
+    for args, message in [((*weights, "--precision", "half"), "unknown precision 'half'; known: float32, bfloat16"),
+                          (("--onnx", str(tmp_path / "x.onnx"), "--precision", "bfloat16"), "--precision is for PyTorch")]:
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and err.count("\n") == 1 and message in err and "Traceback" not in err

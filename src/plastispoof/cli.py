@@ -132,7 +132,10 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
           plot: Optional[Path] = typer.Option(None, help="folder for one timeline PNG per file"),
           onnx: Optional[Path] = typer.Option(None, help="an ONNX export (plastispoof export): scored with "
                                                          "onnxruntime, without PyTorch"),
-          as_json: bool = typer.Option(False, "--json", help="JSON Lines: one object per file, as each is done")
+          as_json: bool = typer.Option(False, "--json", help="JSON Lines: one object per file, as each is done"),
+          precision: str = typer.Option("float32", help="float32 | bfloat16: faster on CPUs with native bfloat16 "
+                                                        "(AVX-512 BF16, AMX) and on GPUs; scores move by about "
+                                                        "0.01 (docs/benchmarks.md)")
           ) -> None:
     """Score audio files or folders (any length); exit 2 if any file failed.
 
@@ -144,11 +147,18 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
     if onnx is not None:
         from plastispoof.onnx_runtime import OnnxDetector
 
+        if precision != "float32":
+            raise InputError("--precision is for PyTorch models; an ONNX export runs in the precision it was "
+                             "exported in (plastispoof export --quantize for int8)")
         detector = OnnxDetector.from_onnx(onnx, use_calibration=calibration is None)
     else:
-        from plastispoof.inference import Detector
+        from plastispoof.inference import Detector, native_bfloat16
 
-        detector = Detector.from_run(run) if run else Detector.from_weights(model, weights)
+        options = {"precision": precision}
+        detector = Detector.from_run(run, **options) if run else Detector.from_weights(model, weights, **options)
+        if precision == "bfloat16" and not native_bfloat16(detector.device):
+            typer.echo("note: oneDNN has no bfloat16 kernels for this CPU (they need AVX-512): --precision "
+                       "bfloat16 will be slower than float32 here", err=True)
     if calibration is None and run is not None and (run / "calibration.json").is_file():
         calibration = run / "calibration.json"
     if calibration is not None:

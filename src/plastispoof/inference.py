@@ -38,12 +38,34 @@ from plastispoof.results import CalibratedScoring, ScoreResult
 from plastispoof.scoring import file_score, model_scores, run_threshold, window_mean_scores
 
 
+# What a Detector computes in. ``bfloat16`` runs the model under autocast to bfloat16 (AASIST: its encoder blocks
+# in bfloat16, see AASIST._sliced_inference_dtype): on CPUs with native bfloat16 (AVX-512 BF16, AMX) and on GPUs
+# it is faster, and scores move by about 0.01 (docs/benchmarks.md); thresholds and calibrations fitted on
+# float32 scores still apply to within that.
+PRECISIONS = ("float32", "bfloat16")
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` has fast bfloat16 kernels: a CPU oneDNN runs bfloat16 on (AVX-512 or newer; native
+    with AVX-512 BF16 or AMX), a GPU that supports it. Elsewhere bfloat16 falls back to slow reference code."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # an older or newer torch without this check: say nothing
+        return True
+
+
 class Detector(CalibratedScoring):
     """A model ready to score files: input length, sample rate and decision threshold travel with it."""
 
     def __init__(self, model: nn.Module, num_samples: int, sample_rate: int = 16000,
-                 threshold: float | None = None, batch_size: int = 16, device: str | torch.device | None = None):
+                 threshold: float | None = None, batch_size: int = 16, device: str | torch.device | None = None,
+                 precision: str = "float32"):
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.precision = precision
         self.model = model.to(self.device).eval()
         self.num_samples = num_samples
         self.sample_rate = sample_rate
@@ -85,8 +107,10 @@ class Detector(CalibratedScoring):
         return OnnxDetector.from_onnx(path, **options)
 
     def score_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Scores of a ``(n, num_samples)`` float32 batch of windows (eval mode, no gradients)."""
-        with torch.no_grad():
+        """Scores of a ``(n, num_samples)`` float32 batch of windows (eval mode, no gradients; under bfloat16
+        autocast when the detector's precision is ``bfloat16``)."""
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                             enabled=self.precision == "bfloat16"):
             return model_scores(self.model, torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
     def decide(self, score: float) -> str | None:
