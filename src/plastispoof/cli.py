@@ -135,7 +135,7 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
           as_json: bool = typer.Option(False, "--json", help="JSON Lines: one object per file, as each is done"),
           precision: str = typer.Option("float32", help="float32 | bfloat16: faster on CPUs with native bfloat16 "
                                                         "(AVX-512 BF16, AMX) and on GPUs; scores move by about "
-                                                        "0.01 (docs/benchmarks.md)")
+                                                        "0.01, at most 0.1 (docs/decisions.md)")
           ) -> None:
     """Score audio files or folders (any length); exit 2 if any file failed.
 

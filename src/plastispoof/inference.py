@@ -40,8 +40,8 @@ from plastispoof.scoring import file_score, model_scores, run_threshold, window_
 
 # What a Detector computes in. ``bfloat16`` runs the model under autocast to bfloat16 (AASIST: its encoder blocks
 # in bfloat16, see AASIST._sliced_inference_dtype): on CPUs with native bfloat16 (AVX-512 BF16, AMX) and on GPUs
-# it is faster, and scores move by about 0.01 (docs/benchmarks.md); thresholds and calibrations fitted on
-# float32 scores still apply to within that.
+# it is faster, and scores move by about 0.01, at most 0.1 (docs/decisions.md); thresholds and calibrations
+# fitted on float32 scores still apply to within that.
 PRECISIONS = ("float32", "bfloat16")
 
 
