@@ -176,11 +176,15 @@ def test_cli_score_in_bfloat16_and_its_bad_input(tmp_path, monkeypatch, capsys):
     weights = ("--model", "aasist-l", "--weights", str(tmp_path / "aasist-l.pth"))
     code, out, err = cli(*weights, "--precision", "bfloat16", "--json")
     assert code == 0, err
-    score = json.loads(out)["score"]
-    assert score != expected and score == pytest.approx(expected, abs=0.05)  # bfloat16, and close
+    result = json.loads(out)
+    assert result["precision"] == "bfloat16"
+    assert result["score"] != expected and result["score"] == pytest.approx(expected, abs=0.05)  # bfloat16, close
+    code, out, err = cli(*weights)
+    assert code == 0 and "computed in bfloat16" not in out.splitlines()[0]
     monkeypatch.setattr(inference, "native_bfloat16", lambda device: False)
-    code, out, err = cli(*weights, "--precision", "bfloat16", "--json")
-    assert code == 0 and "no bfloat16 kernels for this CPU" in err and err.count("\n") == 1
+    code, out, err = cli(*weights, "--precision", "bfloat16")
+    assert code == 0 and "computed in bfloat16" in out.splitlines()[0]  # the table says so in its header
+    assert "no bfloat16 kernels for this CPU" in err and err.count("\n") == 1
     for args, message in [((*weights, "--precision", "half"), "unknown precision 'half'; known: float32, bfloat16"),
                           (("--onnx", str(tmp_path / "x.onnx"), "--precision", "bfloat16"), "--precision is for PyTorch")]:
         code, out, err = cli(*args)

@@ -169,7 +169,8 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
     total = failed = 0
     if not as_json:
         typer.echo(f"# {detector.decision_rule}; score: higher = more bona fide"
-                   + (f"; p_bonafide at prior {prior:g}" if calibrated else ""))
+                   + (f"; p_bonafide at prior {prior:g}" if calibrated else "")
+                   + ("; computed in bfloat16" if precision == "bfloat16" else ""))
         typer.echo(table_header(calibrated))
     for result in results:
         total, failed = total + 1, failed + bool(result.error)

@@ -41,6 +41,7 @@ class ScoreResult:
     model_hash: str | None = None
     segments: list[dict[str, float | None]] | None = None
     note: str | None = None
+    precision: str | None = None  # what a PyTorch model computed in (float32 | bfloat16); None for ONNX
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +108,8 @@ class CalibratedScoring(WindowScorer):
 
         for path, wave, per_window in self.scored_files(*found):
             base = {"model": self.name, "model_hash": self.model_hash, "operating_point": point,
-                    "threshold": threshold, "prior": prior if self.calibration is not None else None}
+                    "threshold": threshold, "prior": prior if self.calibration is not None else None,
+                    "precision": getattr(self, "precision", None)}
             if isinstance(wave, InputError):
                 yield ScoreResult(str(path), None, None, str(wave), **base)
                 continue
@@ -129,7 +131,8 @@ class CalibratedScoring(WindowScorer):
                 note = (f"shorter than one window ({len(waveform) / self.sample_rate:.3f} s < "
                         f"{self.num_samples / self.sample_rate:.3f} s): one repeat-padded segment")
             yield ScoreResult(str(path), score, decision, None, llr, p_bonafide, base["prior"], point, threshold,
-                              len(waveform) / self.sample_rate, self.name, self.model_hash, timeline, note)
+                              len(waveform) / self.sample_rate, self.name, self.model_hash, timeline, note,
+                              base["precision"])
 
     def _timeline(self, length: int, per_window: np.ndarray) -> list[dict[str, float | None]]:
         starts = window_starts(length, self.num_samples)
