@@ -51,6 +51,7 @@ class CalibratedScoring(WindowScorer):
     """Calibrated, streamed scoring of files for any scorer (see the module notes)."""
 
     calibration = None  # a plastispoof.calibration.Calibration once use_calibration() accepted it
+    precision: str | None = None  # what the model computes in (a Detector's float32 | bfloat16); None for ONNX
 
     def found_files(self, paths: list[str | Path]) -> tuple[list[Path], Any]:
         """The files to score (folders expanded, see :func:`expand_audio_paths`) and a loader that reads them
@@ -109,7 +110,7 @@ class CalibratedScoring(WindowScorer):
         for path, wave, per_window in self.scored_files(*found):
             base = {"model": self.name, "model_hash": self.model_hash, "operating_point": point,
                     "threshold": threshold, "prior": prior if self.calibration is not None else None,
-                    "precision": getattr(self, "precision", None)}
+                    "precision": self.precision}
             if isinstance(wave, InputError):
                 yield ScoreResult(str(path), None, None, str(wave), **base)
                 continue
@@ -130,9 +131,8 @@ class CalibratedScoring(WindowScorer):
             if segments and len(waveform) < self.num_samples:
                 note = (f"shorter than one window ({len(waveform) / self.sample_rate:.3f} s < "
                         f"{self.num_samples / self.sample_rate:.3f} s): one repeat-padded segment")
-            yield ScoreResult(str(path), score, decision, None, llr, p_bonafide, base["prior"], point, threshold,
-                              len(waveform) / self.sample_rate, self.name, self.model_hash, timeline, note,
-                              base["precision"])
+            yield ScoreResult(str(path), score, decision, None, llr, p_bonafide,
+                              duration_s=len(waveform) / self.sample_rate, segments=timeline, note=note, **base)
 
     def _timeline(self, length: int, per_window: np.ndarray) -> list[dict[str, float | None]]:
         starts = window_starts(length, self.num_samples)

@@ -73,12 +73,20 @@ class AASIST(_GraphBackendLayers, SpoofModel):
 
     def encode(self, waveform: torch.Tensor) -> torch.Tensor:
         """Waveform (B, L) -> encoder feature map (B, C, n_filters // 3, frames)."""
+        return self._encode(waveform)[0]
+
+    def _encode(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.dtype | None]:
+        """:meth:`encode`, and the dtype the sliced inference path ran the blocks in (None: it did not run)."""
         if waveform.dim() != 2 or waveform.shape[1] < self.min_samples:
             raise InputError(f"AASIST needs a (batch, samples) waveform of at least {self.min_samples} samples; "
                              f"got shape {tuple(waveform.shape)}")
         sliced_dtype = self._sliced_inference_dtype(waveform)
         if sliced_dtype is not None:
-            return self._encode_by_slices(waveform, sliced_dtype)
+            return self._encode_by_slices(waveform, sliced_dtype), sliced_dtype
+        return self._encode_whole(waveform), None
+
+    def _encode_whole(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The encoder on whole maps: the published layers, or the channels-last training path."""
         if not (self.cpu_fast_paths and waveform.device.type == "cpu") or cpu_inference.traced_or_observed():
             filtered = self.sinc(waveform).unsqueeze(1)  # (B, 1, filters, time)
             pooled = F.max_pool2d(filtered.abs(), kernel_size=3)
@@ -162,8 +170,8 @@ class AASIST(_GraphBackendLayers, SpoofModel):
         return torch.cat(maps).contiguous()
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        graph_in_float32 = self._sliced_inference_dtype(waveform) == torch.bfloat16
-        feature_map = self.encode(waveform)
+        feature_map, sliced_dtype = self._encode(waveform)
+        graph_in_float32 = sliced_dtype == torch.bfloat16  # under bfloat16 autocast: see _sliced_inference_dtype
         with torch.autocast("cpu", enabled=False) if graph_in_float32 else contextlib.nullcontext():
             return self.graph_logits(feature_map)
 
