@@ -120,6 +120,8 @@ def evaluate(run: Path, dataset: str = typer.Option(..., help="protocol reader n
 
 @app.command()
 def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run directory"),
+          shipped: Optional[str] = typer.Option(None, help="a detector shipped in the package (plastispoof models); "
+                                                           "the default when no other model option is given"),
           model: Optional[str] = typer.Option(None, help="model name for foreign weights, e.g. aasist"),
           weights: Optional[Path] = typer.Option(None, help="foreign .pth state_dict"),
           calibration: Optional[Path] = typer.Option(None, help="calibration.json (plastispoof calibrate): adds llr "
@@ -144,7 +146,15 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
     """
     from plastispoof.results import format_row, table_header
 
-    if onnx is not None:
+    shipped_line = None
+    if run is None and model is None and weights is None and onnx is None:
+        from plastispoof.shipped import DEFAULT, load_shipped, model_line
+
+        detector = load_shipped(shipped or DEFAULT, precision=precision)
+        shipped_line = model_line(detector.shipped_name)
+    elif shipped is not None:
+        raise InputError("--shipped names a detector shipped in the package: drop --run, --model, --weights, --onnx")
+    elif onnx is not None:
         from plastispoof.onnx_runtime import OnnxDetector
 
         if precision != "float32":
@@ -159,6 +169,8 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
         if precision == "bfloat16" and not native_bfloat16(detector.device):
             typer.echo("note: oneDNN has no bfloat16 kernels for this CPU (they need AVX-512): --precision "
                        "bfloat16 will be slower than float32 here", err=True)
+    if shipped_line is not None:  # which model answers, first (on stderr under --json, so stdout stays JSON Lines)
+        typer.echo(shipped_line, err=as_json)
     if calibration is None and run is not None and (run / "calibration.json").is_file():
         calibration = run / "calibration.json"
     if calibration is not None:
@@ -246,14 +258,28 @@ def fuse(scores: List[Path] = typer.Argument(..., help="score files of the syste
 
 
 @app.command()
-def info(path: Path = typer.Argument(..., help="run directory, model.onnx export or card.json"),
+def info(path: Path = typer.Argument(..., help="run directory, model.onnx export, card.json, or the name of a "
+                                                "shipped detector (plastispoof models)"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Print a model card: model, parameters, training data, strategy, dev EER, calibration, input, score
-    direction, toolkit version and commit."""
+    direction, toolkit version and commit (a shipped detector's: also its held-out results and limits)."""
     from plastispoof.card import format_card, read_card
+    from plastispoof.shipped import format_shipped_card, is_shipped_name, read_shipped_card
 
+    if is_shipped_name(path):
+        card = read_shipped_card(str(path))
+        typer.echo(json.dumps(card, indent=1) if as_json else format_shipped_card(card))
+        return
     card = read_card(path)
     typer.echo(json.dumps(card, indent=1) if as_json else format_card(card))
+
+
+@app.command()
+def models() -> None:
+    """The detectors shipped in the package, one line each (``plastispoof info NAME`` prints a card)."""
+    from plastispoof.shipped import list_shipped
+
+    typer.echo(list_shipped())
 
 
 @app.command()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from plastispoof.data.copysynth.corpus import (MANIFEST_NAME, Source, find_sources, lofo_root, read_manifest,
                                                write_copysynth_corpus)
-from plastispoof.data.copysynth.recipes import RECIPE_TTS, RECIPES, recipe_sources
+from plastispoof.data.copysynth.recipes import PARTIAL_TTS, RECIPE_TTS, RECIPES, recipe_sources
 from plastispoof.errors import InputError
 
 __all__ = ["MANIFEST_NAME", "RECIPES", "Source", "build_copysynth_corpus", "lofo_root", "read_manifest"]
@@ -26,7 +26,8 @@ def build_copysynth_corpus(out: str | os.PathLike, *, bonafide: str | os.PathLik
                            recipe: str | None = None, attacks: list[str] | None = None,
                            tts: list[str] | None = None, transcripts: str | os.PathLike | None = None,
                            language: str = "en", max_utterances: int | None = None, seed: int = 42,
-                           split: str = "text") -> Path:
+                           split: str = "text", voices: list[str] | None = None,
+                           sound_roots: list[str | os.PathLike] | None = None) -> Path:
     """Write a copy-synthesis corpus under ``out`` from the recordings in ``bonafide`` (speaker = first
     sub-folder; ``transcripts``: CSV path,text; ``language``: what they speak) or from ``recipe``.
 
@@ -39,11 +40,13 @@ def build_copysynth_corpus(out: str | os.PathLike, *, bonafide: str | os.PathLik
     if recipe is not None:
         if transcripts is not None:
             raise InputError(f"--transcripts applies to --bonafide; the {recipe} recipe brings its own")
-        sources = recipe_sources(recipe)
+        sources = recipe_sources(recipe, voices, sound_roots)
         tts = RECIPE_TTS[recipe] if tts is None else tts
         origin = f"recipe {recipe}"
+    elif voices or sound_roots:
+        raise InputError("voices and sound roots choose a recipe's Asterisk voices; a --bonafide folder has its own")
     else:
         sources = find_sources(bonafide, language, transcripts)
         origin = f"bonafide {Path(bonafide).resolve()}"
     return write_copysynth_corpus(out, sources, attacks=attacks, tts=tts or [], max_utterances=max_utterances,
-                                  seed=seed, split=split, origin=origin)
+                                  seed=seed, split=split, origin=origin, partial_tts=recipe in PARTIAL_TTS)

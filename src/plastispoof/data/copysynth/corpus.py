@@ -217,11 +217,16 @@ class Family:
     kind: str  # "copy-synthesis" | "tts"
     attacks: tuple[str, ...]
     description: str
+    languages: tuple[str, ...] | None = None  # a TTS family of a mixed corpus: the languages it speaks (None: all)
 
 
-def choose_families(attacks: list[str] | None, tts: list[str] | None, languages: set[str]) -> list[Family]:
+def choose_families(attacks: list[str] | None, tts: list[str] | None, languages: set[str],
+                    partial_tts: bool = False) -> list[Family]:
     """Families from ``attacks`` (family names or attack IDs; None = every copy-synthesis family whose codecs
-    this machine has) and ``tts`` (engine names); checks the engines and encoders are installed."""
+    this machine has) and ``tts`` (engine names); checks the engines and encoders are installed.
+
+    ``partial_tts`` (a recipe of several languages): an engine speaks the sources of the languages it has a voice
+    for and skips the others (it must speak one at least); otherwise it must speak every language."""
     chosen: dict[str, list[CopyAttack]] = {}
     explicit = attacks is not None
     for name in (attacks if explicit else list(COPY_FAMILIES)):
@@ -242,33 +247,45 @@ def choose_families(attacks: list[str] | None, tts: list[str] | None, languages:
                 for name, members in chosen.items() if members]
     for name in dict.fromkeys(tts or []):
         tts_engine = engine(name)
-        tts_engine.check(languages)
-        families.append(Family(name, "tts", (tts_engine.attack_id,), tts_engine.description))
+        spoken = None
+        if partial_tts:
+            spoken = tuple(sorted(language for language in languages if tts_engine.speaks(language)))
+            tts_engine.check(set(spoken) or languages)
+        else:
+            tts_engine.check(languages)
+        families.append(Family(name, "tts", (tts_engine.attack_id,), tts_engine.description, spoken))
     return families
 
 
 def write_copysynth_corpus(out: str | os.PathLike, sources: list[Source], *, attacks: list[str] | None = None,
                            tts: list[str] | None = None, max_utterances: int | None = None, seed: int = 42,
-                           split: str = "text", channel: Channel | None = None, origin: str = "") -> Path:
+                           split: str = "text", channel: Channel | None = None, origin: str = "",
+                           partial_tts: bool = False, subsets: list[str] | None = None) -> Path:
     """Write the corpus made from ``sources`` under ``out`` and return ``out`` (see the module docstring).
 
     ``attacks``: copy-synthesis families or attack IDs (None = all); ``tts``: engine names; at least two
     families in all, as each gets a leave-one-family-out protocol. The same sources and settings give the same
-    files; a finished corpus with the same settings returns at once.
+    files; a finished corpus with the same settings returns at once. ``subsets`` (one of train / dev / eval per
+    source, with ``max_utterances`` None) replaces the ``split`` rule.
     """
     root = Path(out)
     sources = limit_per_speaker(sources, max_utterances, seed)
-    families = choose_families(attacks, tts, {s.language for s in sources})
+    families = choose_families(attacks, tts, {s.language for s in sources}, partial_tts)
     if len(families) < 2:
         raise InputError(f"leave-one-family-out needs at least two families, got {len(families)} "
                          f"({', '.join(f.name for f in families) or 'none'}); add --attacks or --tts")
-    subsets = assign_subsets(sources, split, seed)
+    if subsets is None:
+        subsets = assign_subsets(sources, split, seed)
+    elif len(subsets) != len(sources) or set(subsets) - set(SUBSETS):
+        raise ValueError("subsets: one of train, dev, eval per source")
+    else:
+        split = "given"  # the caller's split (plastispoof adapt), recorded in the settings
     if channel is None:
         channel = Channel.for_sources(min(sf.info(str(s.path)).samplerate for s in sources))
     settings = {"version": CORPUS_VERSION, "origin": origin, "seed": seed, "split": split,
                 "max_utterances": max_utterances, "families": [f.name for f in families],
                 "channel": channel.as_dict(), "sample_rate": SAMPLE_RATE,
-                "sources": [str(s.path) for s in sources]}
+                "sources": [str(s.path) for s in sources], **({"subsets": subsets} if split == "given" else {})}
     existing = _read_json(root / MANIFEST_NAME)
     if existing and existing.get("settings") == settings:
         return root
@@ -306,7 +323,7 @@ def _plan(root: Path, sources: list[Source], subsets: list[str], families: list[
                 turn = turns.get((subset, family.name), 0)
                 turns[(subset, family.name)] = turn + 1
                 attack_ids.append(family.attacks[turn % len(family.attacks)])
-            else:
+            elif family.languages is None or source.language in family.languages:
                 attack_ids.append(family.attacks[0])
                 tts_texts.append(source.text or _builtin_text(source.language, subset, sentence_counters))
         for attack_id in attack_ids:
@@ -369,7 +386,9 @@ def _manifest(root: Path, entries: list[_Entry], families: list[Family], sources
                                                    for s, t in zip(sources, subsets)) for subset in SUBSETS}}
                 for speaker in sorted({s.speaker for s in sources})}
     return {"layout": "asv19-la", "families": {f.name: {"attacks": list(f.attacks), "kind": f.kind,
-                                                        "description": f.description} for f in families},
+                                                        "description": f.description,
+                                                        **({"languages": list(f.languages)} if f.languages else {})}
+                                               for f in families},
             "lofo": lofo, "counts": counts, "durations_s": durations, "speakers": speakers, "settings": settings}
 
 

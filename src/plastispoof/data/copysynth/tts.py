@@ -2,13 +2,15 @@
 concatenation) and Flite (diphone / clustergen). Each engine is one family with one attack ID.
 
 Every utterance varies the engine's voice, rate and pitch (drawn from the job's seed), so one sentence said
-twice is two different takes. eSpeak NG speaks every built-in language; the Festival and Flite voices Debian
-ships speak English only, so they refuse other languages rather than read French with English rules (a
-language cue would then tell the classes apart).
+twice is two different takes. eSpeak NG speaks every built-in language; Festival speaks the languages Debian
+ships a voice for (English: festvox-kallpc16k, festvox-us-slt-hts; Italian: festvox-italp16k, festvox-itapc16k;
+Russian: festvox-ru), Flite English only. An engine refuses a language it has no voice for rather than read
+French with English rules (a language cue would then tell the classes apart).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -51,6 +53,8 @@ class TtsEngine:
     packages: tuple[str, ...]  # Debian packages that provide it (and a voice)
     languages: tuple[str, ...]
     voice_dir: str | None = None  # a folder that must exist for the engine to have a voice
+    # Festival: {language: ((voice, its folder, its Debian package), ...)}; a language counts when one is installed
+    voices: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = ()
 
     def missing(self) -> str | None:
         """The ``apt-get install`` line that would make this engine usable, or None when it is."""
@@ -58,11 +62,26 @@ class TtsEngine:
             return f"apt-get install {' '.join(self.packages)}"
         return None
 
+    def installed_voices(self, language: str) -> list[str]:
+        """The voices of ``language`` installed here (engines without a voice table: [""] when it speaks it)."""
+        if not self.voices:
+            return [""] if language in self.languages else []
+        table = dict(self.voices).get(language, ())
+        return [voice for voice, folder, _ in table if Path(folder).is_dir()]
+
+    def speaks(self, language: str) -> bool:
+        return bool(self.installed_voices(language))
+
     def check(self, languages: set[str]) -> None:
         """Raise :class:`InputError` when the engine is not installed or cannot speak one of ``languages``."""
         install = self.missing()
         if install:
             raise InputError(f"TTS engine {self.name} is not installed; install it with: {install}")
+        for language in sorted(languages & set(self.languages)):
+            if not self.speaks(language):
+                packages = " ".join(package for _, _, package in dict(self.voices).get(language, ()))
+                raise InputError(f"TTS engine {self.name} has no {language} voice installed; install one with: "
+                                 f"apt-get install {packages}")
         unsupported = sorted(languages - set(self.languages))
         if unsupported:
             raise InputError(f"TTS engine {self.name} cannot speak {', '.join(unsupported)} (it speaks "
@@ -73,11 +92,23 @@ class TtsEngine:
         with tempfile.TemporaryDirectory(prefix="plastispoof-tts-") as folder:
             wav = Path(folder) / "out.wav"
             command = self._command(text, language, wav, rng)
-            result = subprocess.run(command, input=text if self.name == "festival" else None, capture_output=True,
-                                    text=True, timeout=120)
-            if result.returncode != 0 or not wav.is_file():
-                raise InputError(f"TTS engine {self.name} failed on {text[:40]!r}: "
-                                 f"{(result.stderr or result.stdout).strip()[:200]}")
+            stdin = None
+            if self.name == "festival":
+                # Festival reads its text on stdin, in the encoding its language's rules expect (Italian:
+                # Latin-1); the kal diphone voice crashes on a leading ellipsis ("... letters of ...").
+                text = text.lstrip(" .\u2026") or text
+                stdin = text.encode(_FESTIVAL_ENCODING.get(language, "utf-8"), errors="replace")
+            result = subprocess.run(command, input=stdin, capture_output=True, timeout=120)
+            if self.name == "festival" and (result.returncode != 0 or not wav.is_file()
+                                            or wav.stat().st_size <= 44):
+                # Festival's letter-to-sound rules stop at characters they have no rule for (the Russian ones at
+                # a dot inside a token): say the words once more, punctuation reduced to commas and a full stop.
+                plain = re.sub(r"[^\w\s']+", ", ", text).strip(" ,") + "."
+                stdin = plain.encode(_FESTIVAL_ENCODING.get(language, "utf-8"), errors="replace")
+                result = subprocess.run(command, input=stdin, capture_output=True, timeout=120)
+            if result.returncode != 0 or not wav.is_file() or wav.stat().st_size <= 44:
+                message = (result.stderr or result.stdout).decode("utf-8", errors="replace").strip()
+                raise InputError(f"TTS engine {self.name} failed on {text[:40]!r}: {message[:200]}")
             audio, rate = sf.read(wav, dtype="float64", always_2d=True)
         return audio.mean(axis=1), rate
 
@@ -91,17 +122,25 @@ class TtsEngine:
             voice = str(rng.choice(["kal16", "slt", "rms", "awb"]))
             return ["flite", "-voice", voice, "--setf", f"duration_stretch={stretch:.2f}",
                     "--setf", f"int_f0_target_mean={int(rng.integers(95, 190))}", "-t", text, "-o", str(wav)]
-        # festival: text on stdin; kal diphone voice with a random duration stretch and F0 mean.
+        # festival: text on stdin; one of the language's installed voices with a random duration stretch.
+        voice = str(rng.choice(self.installed_voices(language)))
         return ["text2wave", "-o", str(wav), "-eval",
-                f"(begin (voice_kal_diphone) (Parameter.set 'Duration_Stretch {stretch:.2f}))"]
+                f"(begin (voice_{voice}) (Parameter.set 'Duration_Stretch {stretch:.2f}))"]
 
 
+_FESTIVAL = "/usr/share/festival/voices"
+_FESTIVAL_ENCODING = {"it": "latin-1"}  # the Italian letter-to-sound rules match Latin-1 bytes, not UTF-8
 TTS_ENGINES: dict[str, TtsEngine] = {e.name: e for e in (
     TtsEngine("espeak-ng", "T01", "eSpeak NG formant synthesis (random voice variant, rate, pitch)",
               "espeak-ng", ("espeak-ng",), ("en", "fr", "es", "it", "ru")),
-    TtsEngine("festival", "T02", "Festival diphone synthesis, kal voice (random duration stretch)",
-              "text2wave", ("festival", "festvox-kallpc16k"), ("en",),
-              voice_dir="/usr/share/festival/voices/english/kal_diphone"),
+    TtsEngine("festival", "T02", "Festival: diphone (English kal, Italian lp / pc), HTS (English slt) or "
+              "clunits (Russian msu_ru_nsh) voices (random duration stretch)",
+              "text2wave", ("festival", "festvox-kallpc16k"), ("en", "it", "ru"),
+              voices=(("en", (("kal_diphone", f"{_FESTIVAL}/english/kal_diphone", "festvox-kallpc16k"),
+                              ("cmu_us_slt_arctic_hts", f"{_FESTIVAL}/us/cmu_us_slt_arctic_hts", "festvox-us-slt-hts"))),
+                      ("it", (("lp_diphone", f"{_FESTIVAL}/italian/lp_diphone", "festvox-italp16k"),
+                              ("pc_diphone", f"{_FESTIVAL}/italian/pc_diphone", "festvox-itapc16k"))),
+                      ("ru", (("msu_ru_nsh_clunits", f"{_FESTIVAL}/russian/msu_ru_nsh_clunits", "festvox-ru"),)))),
     TtsEngine("flite", "T03", "Flite (kal16, slt, rms or awb voice; random duration stretch and F0 mean)",
               "flite", ("flite",), ("en",)),
 )}
