@@ -83,7 +83,8 @@ def adapt(bonafide: str | Path, out: str | Path, start: str = "default", held_ou
     from plastispoof.data.copysynth.corpus import find_sources, limit_per_speaker, write_copysynth_corpus
 
     if not 0.05 <= held_out <= 0.8:
-        raise InputError(f"--held-out is the share of recordings kept for testing: between 0.05 and 0.8, not {held_out}")
+        raise InputError(f"--held-out is the share of recordings kept for testing: between 0.05 and 0.8, "
+                         f"not {held_out}")
     if recipe not in RECIPES:
         raise InputError(f"unknown --recipe {recipe!r}; known: {', '.join(RECIPES)}")
     out = Path(out)
@@ -99,10 +100,7 @@ def adapt(bonafide: str | Path, out: str | Path, start: str = "default", held_ou
                          f"least with --held-out {held_out:g} ({MIN_HELD_OUT} held out to measure, {MIN_TRAIN} to "
                          "adapt on)")
     families = list(families or DEFAULT_FAMILIES)
-    copy = [f for f in families if f not in ("espeak-ng", "festival", "flite")]
-    tts = [f for f in families if f in ("espeak-ng", "festival", "flite")]
-    if not families:
-        raise InputError("--families names no family")
+    copy, tts = _split_families(families, language)
     subsets = split_files(len(sources), held_out, seed)
     started = time.perf_counter()
     corpus = out / "corpus"
@@ -132,6 +130,27 @@ def adapt(bonafide: str | Path, out: str | Path, start: str = "default", held_ou
     atomic_write_json(out / "adapt.json", report)
     atomic_write_text(out / "adapt.md", report["table"] + "\n")
     return report
+
+
+def _split_families(families: list[str], language: str) -> tuple[list[str], list[str]]:
+    """(copy-synthesis families, TTS engines) of ``families``; refuses a choice that would make no spoof (a
+    one-class corpus) or fewer than two families."""
+    from plastispoof.data.copysynth.tts import TTS_ENGINES
+
+    tts = [f for f in families if f in TTS_ENGINES]
+    copy = [f for f in families if f not in TTS_ENGINES]
+    mute = [f for f in tts if not TTS_ENGINES[f].speaks(language)]
+    if mute and not copy and len(mute) == len(tts):
+        speaks = "; ".join(f"{f} speaks {' '.join(TTS_ENGINES[f].languages)}" for f in mute)
+        raise InputError(f"--families {','.join(families)} make no spoof of recordings in {language!r} "
+                         f"({speaks}): the "
+                         "corpus would hold one class only; add copy-synthesis families (world, griffinlim, lpc, "
+                         "sinusoidal, codec)")
+    if mute:
+        raise InputError(f"TTS engine(s) {', '.join(mute)} cannot speak {language!r}; leave them out of --families")
+    if len(families) < 2:
+        raise InputError(f"adapt needs two spoof families at least (--families {','.join(families)})")
+    return copy, tts
 
 
 def _spoof_count(corpus: Path) -> dict[str, int]:

@@ -405,6 +405,56 @@ def reproduce_unseen(root: Optional[Path] = typer.Option(None, help="corpus writ
                           families=_csv(families), weights=weights, out=out, epochs=epochs, overrides=set_))
 
 
+@reproduce_app.command("default-detector")
+def reproduce_default_detector(weights: Path = typer.Option(..., help="the official AASIST.pth (MIT; its SHA-256 "
+                                                                       "is checked)"),
+                               out: Path = typer.Option(Path("runs/default-detector")),
+                               set_: List[str] = typer.Option([], "--set", help="override of the recipe's train "
+                                                                                "config, e.g. train.epochs=1")) -> None:
+    """Build the shipped default detector from configs/default-detector.yaml: corpora, training, calibration,
+    held-out English report beside the zero-shot AASIST, shipped folder."""
+    from plastispoof.analysis.default_detector import reproduce_default_detector as run_default
+
+    typer.echo(run_default(weights, out, overrides=set_))
+
+
+@reproduce_app.command("adapt-voices")
+def reproduce_adapt_voices(out: Path = typer.Option(Path("runs/adapt-voices")),
+                           voices: Optional[str] = typer.Option(None, help="comma list (default: every voice of "
+                                                                           "the default detector's corpus)"),
+                           files: int = typer.Option(40, help="recordings per voice the default never heard"),
+                           epochs: int = typer.Option(2), seed: int = typer.Option(42),
+                           set_: List[str] = typer.Option([], "--set")) -> None:
+    """Each Asterisk voice as the user's channel: adapt the shipped default on 70 % of its recordings, test on
+    the other 30 % and on the other voices (docs/default-detector.md)."""
+    from plastispoof.analysis.adapt_voices import adapt_each_voice
+    from plastispoof.analysis.default_detector import load_default_recipe
+
+    typer.echo(adapt_each_voice(load_default_recipe(), out, voices=_csv(voices), files_per_voice=files,
+                                epochs=epochs, seed=seed, overrides=set_))
+
+
+@app.command()
+def adapt(bonafide: Path = typer.Option(..., help="your genuine recordings (speaker = first sub-folder)"),
+          out: Path = typer.Option(..., help="output folder: OUT/run (the adapted run), OUT/corpus, adapt.md"),
+          from_: str = typer.Option("default", "--from", help="shipped detector name or an AASIST run directory"),
+          held_out: float = typer.Option(0.3, help="share of the recordings kept to measure before and after"),
+          families: Optional[str] = typer.Option(None, help="spoof families to make (default: world, griffinlim, "
+                                                            "lpc, sinusoidal; also codec, espeak-ng, festival, "
+                                                            "flite)"),
+          recipe: str = typer.Option("dropin-frozen", help="dropin-frozen | dropin-unfrozen | finetune"),
+          epochs: int = typer.Option(2), seed: int = typer.Option(42),
+          language: str = typer.Option("en", help="language of the recordings (for the TTS families)"),
+          set_: List[str] = typer.Option([], "--set", help="training override, e.g. data.batch_size=4")) -> None:
+    """Fit a detector to your channel: spoofs of your recordings, grow and train, calibrate, before/after table."""
+    from plastispoof.adapt import adapt as run_adapt
+
+    report = run_adapt(bonafide, out, start=from_, held_out=held_out, families=_csv(families), recipe=recipe,
+                       epochs=epochs, seed=seed, language=language, overrides=set_)
+    typer.echo(report["table"])
+    typer.echo(f"adapted run: {Path(out) / 'run'} (score with: plastispoof score --run {Path(out) / 'run'} FILE)")
+
+
 @app.command()
 def cost(model: str, input_frames: int = typer.Option(200, help="frames of SSL features (200 = about 4 s)"),
          input_dim: int = typer.Option(1024, help="SSL feature width")) -> None:

@@ -14,6 +14,9 @@ Steps, each skipped when its output is already there with the same settings:
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -121,3 +124,163 @@ def _finished(run_dir: Path) -> bool:
     from plastispoof.runs import read_meta
 
     return bool(read_meta(run_dir).get("finished"))
+
+
+# --------------------------------------------------------------------------- calibration, measurement, card
+
+
+def calibrate_on_dev(run_dir: Path, root: Path) -> Path:
+    """Step 4: the calibration (and the default operating point) from the training root's dev subset."""
+    from plastispoof.calibration import CALIBRATION, calibrate
+
+    if not (run_dir / CALIBRATION).is_file():
+        calibrate(run_dir, "asv19-la", root, "dev")
+    return run_dir / CALIBRATION
+
+
+def measure_heldout(run_dir: Path, test_root: Path, cache: Path, resamples: int = 1000) -> dict[str, Any]:
+    """Step 5 for one detector: every trial of the English corpus scored (cached in ``cache``), the report at
+    the detector's default operating point (the dev EER threshold of its calibration)."""
+    from plastispoof.analysis.heldout import corpus_trials, family_of_attacks, heldout_report, score_trials
+    from plastispoof.calibration import decision_threshold, read_calibration
+    from plastispoof.inference import Detector
+
+    trials = corpus_trials(test_root)
+    calibration = read_calibration(run_dir / "calibration.json")
+    if cache.is_file() and json.loads(cache.read_text()).get("model_hash") == calibration.model_hash:
+        scores = json.loads(cache.read_text())["scores"]
+    else:
+        scores = score_trials(Detector.from_run(run_dir), trials)
+        atomic_write_json(cache, {"model_hash": calibration.model_hash, "scores": scores})
+    _, threshold = decision_threshold("eer", calibration, None)
+    return heldout_report(trials, scores, family_of_attacks(test_root), threshold, resamples=resamples)
+
+
+def training_data_summary(recipe: dict[str, Any], train_corpus: Path, root: Path) -> dict[str, Any]:
+    """The card's ``training_data``: voices with package and licence, languages, families, counts."""
+    from plastispoof.data.copysynth import read_manifest
+    from plastispoof.data.copysynth.recipes import ASTERISK_VOICES
+    from plastispoof.data.protocols import read_dataset
+
+    manifest = read_manifest(train_corpus)
+    held_out = list(recipe["held_out_families"])
+    train = read_dataset("asv19-la", str(root), "train")
+    dev = read_dataset("asv19-la", str(root), "dev")
+    voices = []
+    for name, info in manifest["speakers"].items():
+        voice = ASTERISK_VOICES.get(name)
+        voices.append({"name": name, "language": info["language"], "package": voice.package if voice else None,
+                       "licence": voice.licence if voice else None,
+                       "bonafide": sum(info["bonafide"].values()), "bonafide_per_subset": info["bonafide"]})
+    used = train + dev
+    augment = recipe["train"].get("data", {}).get("augment", [])
+    return {
+        "corpus": str(train_corpus), "recipe": recipe["train_corpus"]["recipe"],
+        "languages": sorted({v["language"] for v in voices}), "voices": voices,
+        "bonafide": sum(t.label == "bonafide" for t in used), "spoof": sum(t.label != "bonafide" for t in used),
+        "train_trials": len(train), "dev_trials": len(dev),
+        "families_trained": [f for f in manifest["families"] if f not in held_out],
+        "families_held_out": held_out,
+        "families": {name: {k: v for k, v in f.items() if k != "attacks"} | {"attacks": f["attacks"]}
+                     for name, f in manifest["families"].items()},
+        "channels": ("8 kHz telephone prompts (band-limited to 3.8 kHz by the corpus' shared channel); training "
+                     "crops augmented with " + ", ".join(f"{a['name']} (p {a.get('p')})" for a in augment)
+                     + " as in docs/robustness.md"),
+    }
+
+
+NOT_FOR = [
+    "deciding alone about a person or a call: it is one piece of evidence, with the error rates on this card",
+    "neural TTS and voice-conversion systems (VITS, XTTS, ElevenLabs-like, diffusion or codec language models): "
+    "none was available offline to train or test on; its training spoofs are classical vocoders and "
+    "eSpeak NG / Festival, so it has not been shown to catch modern neural voices",
+    "wideband studio or phone-camera recordings: every training recording was an 8 kHz telephone prompt band-limited "
+    "to 3.8 kHz; other channels were only simulated (RawBoost, codec round trips)",
+    "languages other than French, Spanish, Italian, Russian and the English of the held-out test, and speakers "
+    "unlike professional IVR voice talent reading prompts (conversational, noisy, children's, far-field speech)",
+    "codec chains as attacks: it is trained to accept MP3 / Opus / AMR round trips of real speech (a codec is a "
+    "channel), so a genuine recording that was merely transcoded should be called bona fide",
+    "files shorter than about a second, music, or several speakers at once",
+]
+
+
+def build_card(recipe: dict[str, Any], run_dir: Path, train_corpus: Path, root: Path, test_root: Path,
+               heldout: dict[str, Any], zero_shot: dict[str, Any], in_domain: dict[str, Any] | None,
+               settings: dict[str, Any]) -> dict[str, Any]:
+    from plastispoof.card import run_card
+    from plastispoof.data.copysynth import read_manifest
+
+    calibration = json.loads((run_dir / "calibration.json").read_text())
+    base = run_card(run_dir, base={})
+    english = ", ".join(read_manifest(test_root)["speakers"])
+    pooled = heldout["pooled"]
+    return {
+        **base,
+        "name": "default",
+        "summary": ("the official AASIST adapted with dropin-frozen + augmentation on French, Spanish, Italian and "
+                    "Russian telephone prompts and their copy-synthesis and TTS spoofs; calibrated; never trained "
+                    "on English"),
+        "source": {"name": "official AASIST (Jung et al., ICASSP 2022)", "file": "AASIST.pth",
+                   "licence": "MIT", "copyright": "Copyright (c) 2021-present NAVER Corp.",
+                   "sha256": recipe["weights_sha256"], "url": "https://github.com/clovaai/aasist"},
+        "training_data": training_data_summary(recipe, train_corpus, root),
+        "operating_point": {
+            "name": "eer", "threshold": calibration["eer_threshold"], "dev_eer": calibration["dev_eer"],
+            "meaning": (f"a file is called bona fide when its score (mean over 2 s windows) is above "
+                        f"{calibration['eer_threshold']:.4g}: the threshold where the non-English dev set's bona "
+                        f"fide files rejected and spoofs accepted are equal ({100 * calibration['dev_eer']:.1f} % "
+                        "each); llr and p_bonafide come from the calibration (docs/decisions.md); "
+                        "--operating-point fpr=0.01 or bayes choose another")},
+        "heldout": {**heldout, "description": f"{english} (asterisk-core-sounds-en, never heard in training) vs "
+                                              f"English spoofs of every family; {pooled['n_bonafide']} bona fide, "
+                                              f"{pooled['n_spoof']} spoofs"},
+        "heldout_zero_shot": zero_shot,
+        "in_domain": in_domain,
+        "not_for": NOT_FOR,
+        "recipe": settings,
+    }
+
+
+def format_goals_table(card: dict[str, Any]) -> str:
+    """The card's held-out table (this detector beside the zero-shot AASIST) as Markdown."""
+    from plastispoof.analysis.heldout import comparison_rows, markdown
+
+    rows = comparison_rows({"default": card["heldout"], "zero-shot": card["heldout_zero_shot"]})
+    pooled, zero = card["heldout"]["pooled"], card["heldout_zero_shot"]["pooled"]
+    table = markdown(["English trials", "default detector EER % [95 % CI]", "zero-shot official AASIST"], rows)
+    return (table + "\n\nAt each one's default operating point (its non-English dev EER threshold): "
+            f"default: {100 * pooled['bonafide_called_bonafide']:.1f} % of English bona fide called bona fide, "
+            f"{100 * pooled['spoof_called_spoof']:.1f} % of English spoofs called spoof; zero-shot AASIST: "
+            f"{100 * zero['bonafide_called_bonafide']:.1f} % and {100 * zero['spoof_called_spoof']:.1f} %.")
+
+
+def reproduce_default_detector(weights: str | Path, out: str | Path = Path("runs/default-detector"),
+                               recipe_path: str | Path = RECIPE, overrides: list[str] | None = None,
+                               resamples: int = 1000) -> str:
+    """Every step of the module docstring; returns the card's table. The shipped folder is ``OUT/shipped/default``
+    (copy it to ``src/plastispoof/shipped/default`` to ship it)."""
+    from plastispoof.shipped import sha256_of
+    from plastispoof.shipped.package import package_run
+
+    out = Path(out)
+    recipe = load_default_recipe(recipe_path)
+    started = time.perf_counter()
+    run_dir, root, test_root = train_default(recipe, weights, out, overrides=overrides)
+    imported = out / "imported-aasist"
+    calibrate_on_dev(run_dir, root)
+    calibrate_on_dev(imported, root)
+    heldout = measure_heldout(run_dir, test_root, out / "scores-default-en.json", resamples)
+    zero_shot = measure_heldout(imported, test_root, out / "scores-zero-shot-en.json", resamples)
+    wall = (out / "wall_time.json")
+    train_seconds = json.loads(wall.read_text())["train_seconds"] if wall.is_file() else None
+    settings = {"command": "plastispoof reproduce default-detector --weights AASIST.pth", "config":
+                str(Path(recipe_path).name), "seed": int(recipe.get("seed", 42)), "overrides": overrides or [],
+                "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads 1",
+                "train_seconds": train_seconds, "wall_seconds": round(time.perf_counter() - started, 1)}
+    card = build_card(recipe, run_dir, Path(recipe["train_corpus"]["out"]), root, test_root, heldout, zero_shot,
+                      None, settings)
+    shipped = package_run(run_dir, out / "shipped" / "default", card, recipe["weights_sha256"])
+    text = format_goals_table(card)
+    return (f"{text}\n\nshipped folder {shipped} (weights sha256 {sha256_of(shipped / 'model.safetensors')}); "
+            "copy it to src/plastispoof/shipped/default to ship it")
+

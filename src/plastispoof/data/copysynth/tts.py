@@ -102,8 +102,8 @@ class TtsEngine:
             if self.name == "festival" and (result.returncode != 0 or not wav.is_file()
                                             or wav.stat().st_size <= 44):
                 # Festival's letter-to-sound rules stop at characters they have no rule for (the Russian ones at
-                # a dot inside a token): say the words once more, punctuation reduced to commas and a full stop.
-                plain = re.sub(r"[^\w\s']+", ", ", text).strip(" ,") + "."
+                # a dot inside a token, a dash or a lone comma): say the words once more, without punctuation.
+                plain = " ".join(re.sub(r"[^\w\s]+", " ", text).split())
                 stdin = plain.encode(_FESTIVAL_ENCODING.get(language, "utf-8"), errors="replace")
                 result = subprocess.run(command, input=stdin, capture_output=True, timeout=120)
             if result.returncode != 0 or not wav.is_file() or wav.stat().st_size <= 44:
@@ -137,7 +137,8 @@ TTS_ENGINES: dict[str, TtsEngine] = {e.name: e for e in (
               "clunits (Russian msu_ru_nsh) voices (random duration stretch)",
               "text2wave", ("festival", "festvox-kallpc16k"), ("en", "it", "ru"),
               voices=(("en", (("kal_diphone", f"{_FESTIVAL}/english/kal_diphone", "festvox-kallpc16k"),
-                              ("cmu_us_slt_arctic_hts", f"{_FESTIVAL}/us/cmu_us_slt_arctic_hts", "festvox-us-slt-hts"))),
+                              ("cmu_us_slt_arctic_hts", f"{_FESTIVAL}/us/cmu_us_slt_arctic_hts",
+                               "festvox-us-slt-hts"))),
                       ("it", (("lp_diphone", f"{_FESTIVAL}/italian/lp_diphone", "festvox-italp16k"),
                               ("pc_diphone", f"{_FESTIVAL}/italian/pc_diphone", "festvox-itapc16k"))),
                       ("ru", (("msu_ru_nsh_clunits", f"{_FESTIVAL}/russian/msu_ru_nsh_clunits", "festvox-ru"),)))),
