@@ -6,11 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
-from typer.testing import CliRunner
+import pytest
+from cli_main import run_main
 
 from plastispoof import shipped
 from plastispoof.adapt import minimum_files, split_files
-from plastispoof.cli import app
 
 ASTERISK_FR = Path("/usr/share/asterisk/sounds/fr_CA_f_June")
 PROMPTS = ["vm-goodbye", "vm-intro", "vm-message", "vm-messages", "vm-password", "vm-incorrect", "vm-saved",
@@ -18,8 +18,10 @@ PROMPTS = ["vm-goodbye", "vm-intro", "vm-message", "vm-messages", "vm-password",
            "vm-options", "vm-to"]
 
 
-def run(*args: str):
-    return CliRunner().invoke(app, list(args))
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """``cli("score", ...)``: the command through cli.main, as a user runs it (exit code, stdout, stderr)."""
+    return lambda *args: run_main(monkeypatch, capsys, *args)
 
 
 def folder_of(tmp_path: Path, n: int) -> Path:
@@ -40,10 +42,10 @@ def test_split_is_by_file_seeded_and_holds_out_the_share():
     assert minimum_files(0.3) == 13 and round(0.3 * 13) >= 4
 
 
-def test_adapt_end_to_end_on_real_recordings(tmp_path):
+def test_adapt_end_to_end_on_real_recordings(tmp_path, cli):
     folder = folder_of(tmp_path, 14)
     out = tmp_path / "adapted"
-    result = run("adapt", "--bonafide", str(folder), "--out", str(out), "--families", "lpc,codec",
+    result = cli("adapt", "--bonafide", str(folder), "--out", str(out), "--families", "lpc,codec",
                  "--epochs", "1", "--language", "fr", "--set", "train.max_steps_per_epoch=2",
                  "--set", "data.batch_size=4")
     assert result.exit_code == 0, result.output
@@ -60,29 +62,29 @@ def test_adapt_end_to_end_on_real_recordings(tmp_path):
     start = json.loads((shipped.shipped_dir("default") / "meta.json").read_text())
     assert meta["strategy"]["name"] == "dropin-frozen"
     assert meta["transforms"][:-1] == start.get("transforms", []) and meta["transforms"][-1]["kind"] == "dropin"
-    scored = run("score", "--run", str(out / "run"), str(folder / "vm-goodbye.wav"), "--json")
+    scored = cli("score", "--run", str(out / "run"), str(folder / "vm-goodbye.wav"), "--json")
     assert scored.exit_code == 0 and json.loads(scored.stdout.splitlines()[-1])["decision"] in ("bonafide", "spoof")
 
 
-def test_adapt_refuses_a_folder_too_small_to_measure(tmp_path):
-    result = run("adapt", "--bonafide", str(folder_of(tmp_path, 5)), "--out", str(tmp_path / "o"))
+def test_adapt_refuses_a_folder_too_small_to_measure(tmp_path, cli):
+    result = cli("adapt", "--bonafide", str(folder_of(tmp_path, 5)), "--out", str(tmp_path / "o"))
     assert result.exit_code == 2
     assert "has 5 usable recording(s); adapt needs 13" in result.output
 
 
-def test_adapt_refuses_families_that_would_leave_one_class(tmp_path):
-    result = run("adapt", "--bonafide", str(folder_of(tmp_path, 14)), "--out", str(tmp_path / "o"),
+def test_adapt_refuses_families_that_would_leave_one_class(tmp_path, cli):
+    result = cli("adapt", "--bonafide", str(folder_of(tmp_path, 14)), "--out", str(tmp_path / "o"),
                  "--families", "flite,festival", "--language", "fr")
     assert result.exit_code == 2 and "one class only" in result.output
 
 
-def test_adapt_refuses_a_start_it_cannot_grow(tmp_path):
+def test_adapt_refuses_a_start_it_cannot_grow(tmp_path, cli):
     run_dir = tmp_path / "resnet-run"
     run_dir.mkdir()
     (run_dir / "meta.json").write_text(json.dumps({"model": {"name": "resnet18", "args": {}}}))
-    result = run("adapt", "--bonafide", str(folder_of(tmp_path, 14)), "--out", str(tmp_path / "o"),
+    result = cli("adapt", "--bonafide", str(folder_of(tmp_path, 14)), "--out", str(tmp_path / "o"),
                  "--from", str(run_dir))
     assert result.exit_code == 2
     assert "a resnet18 model; the adapt recipe grows" in result.output
-    result = run("adapt", "--bonafide", str(tmp_path), "--out", str(tmp_path / "o"), "--from", "nosuch")
+    result = cli("adapt", "--bonafide", str(tmp_path), "--out", str(tmp_path / "o"), "--from", "nosuch")
     assert result.exit_code == 2 and "not a shipped detector (default)" in result.output

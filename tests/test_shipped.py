@@ -9,18 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
+from cli_main import run_main
 
 from plastispoof import shipped
-from plastispoof.cli import app
 from plastispoof.errors import InputError
 
 OFFICIAL_AASIST_SHA256 = "51d2d9cf0738172f61e2a384ec50a54a55363240f67c971ed55a92435bc1a1c0"
 ASTERISK_FR = Path("/usr/share/asterisk/sounds/fr_CA_f_June")
 
 
-def run(*args: str):
-    return CliRunner().invoke(app, list(args))
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """``cli("score", ...)``: the command through cli.main, as a user runs it (exit code, stdout, stderr)."""
+    return lambda *args: run_main(monkeypatch, capsys, *args)
 
 
 @pytest.fixture(scope="module")
@@ -62,33 +63,33 @@ def test_the_card_states_data_operating_point_heldout_results_and_limits(card):
     assert card["not_for"] and card["recipe"]["seed"] == 42
 
 
-def test_models_lists_one_line_per_shipped_detector():
-    result = run("models")
+def test_models_lists_one_line_per_shipped_detector(cli):
+    result = cli("models")
     assert result.exit_code == 0
     lines = result.output.strip().splitlines()
     assert len(lines) == len(shipped.shipped_names())
     assert lines[0].startswith("default") and "(default)" in lines[0] and "held-out English EER" in lines[0]
 
 
-def test_info_default_prints_the_card_readably(card):
-    result = run("info", "default")
+def test_info_default_prints_the_card_readably(card, cli):
+    result = cli("info", "default")
     assert result.exit_code == 0, result.output
     text = result.output
     for needle in ("official AASIST", OFFICIAL_AASIST_SHA256, "held-out English", "zero-shot official AASIST",
                    "default operating point", "not for:", "English: none"):
         assert needle in text
-    assert json.loads(run("info", "default", "--json").output)["files"] == card["files"]
+    assert json.loads(cli("info", "default", "--json").output)["files"] == card["files"]
 
 
-def test_score_without_a_model_uses_the_default_and_decides_calibrated(prompt):
-    result = run("score", str(prompt), "--json")
+def test_score_without_a_model_uses_the_default_and_decides_calibrated(prompt, cli):
+    result = cli("score", str(prompt), "--json")
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout.strip().splitlines()[-1])
     calibration = json.loads((shipped.shipped_dir("default") / "calibration.json").read_text())
     assert row["llr"] == pytest.approx(calibration["slope"] * row["score"] + calibration["offset"], rel=1e-6)
     threshold = calibration["eer_threshold"]
     assert row["decision"] == ("bonafide" if row["score"] > threshold else "spoof")
-    table = run("score", str(prompt))
+    table = cli("score", str(prompt))
     assert table.exit_code == 0
     assert table.output.splitlines()[0].startswith("# model: shipped default")
 
@@ -100,22 +101,22 @@ def test_the_default_detector_loads_as_a_detector_object(prompt):
     assert result.error is None and result.decision in ("bonafide", "spoof")
 
 
-def test_unknown_shipped_names_list_the_known_ones(prompt):
+def test_unknown_shipped_names_list_the_known_ones(prompt, cli):
     for args in (("info", "nosuch"), ("score", str(prompt), "--shipped", "nosuch")):
-        result = run(*args)
+        result = cli(*args)
         assert result.exit_code == 2
         assert "default" in result.output and "nosuch" in result.output
     with pytest.raises(InputError, match="known: default"):
         shipped.shipped_dir("nosuch")
 
 
-def test_shipped_with_another_model_option_is_refused(prompt, tmp_path):
-    result = run("score", str(prompt), "--shipped", "default", "--run", str(tmp_path))
+def test_shipped_with_another_model_option_is_refused(prompt, tmp_path, cli):
+    result = cli("score", str(prompt), "--shipped", "default", "--run", str(tmp_path))
     assert result.exit_code == 2 and "--shipped" in result.output
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "replace"])
-def test_a_corrupted_or_replaced_weights_file_is_refused(damage, prompt, tmp_path, monkeypatch):
+def test_a_corrupted_or_replaced_weights_file_is_refused(damage, prompt, tmp_path, monkeypatch, cli):
     copy = tmp_path / "shipped"
     shutil.copytree(shipped.SHIPPED_DIR / "default", copy / "default")
     weights = copy / "default" / "model.safetensors"
@@ -126,22 +127,22 @@ def test_a_corrupted_or_replaced_weights_file_is_refused(damage, prompt, tmp_pat
     else:
         weights.write_bytes(b"not the shipped weights")
     monkeypatch.setattr(shipped, "SHIPPED_DIR", copy)
-    result = run("score", str(prompt))
+    result = cli("score", str(prompt))
     assert result.exit_code == 2
     assert "model.safetensors has SHA-256" in result.output and "reinstall" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_bad_audio_with_the_default_is_one_line_exit_2(tmp_path):
+def test_bad_audio_with_the_default_is_one_line_exit_2(tmp_path, cli):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....not audio")
-    result = run("score", str(bad))
+    result = cli("score", str(bad))
     assert result.exit_code == 2
 
 
-def test_silence_is_scored_not_crashed(tmp_path):
+def test_silence_is_scored_not_crashed(tmp_path, cli):
     quiet = tmp_path / "quiet.wav"
     sf.write(quiet, np.zeros(16000), 16000)
-    result = run("score", str(quiet), "--json")
+    result = cli("score", str(quiet), "--json")
     assert result.exit_code in (0, 2)
     assert "Traceback" not in result.output

@@ -409,13 +409,16 @@ def reproduce_unseen(root: Optional[Path] = typer.Option(None, help="corpus writ
 def reproduce_default_detector(weights: Path = typer.Option(..., help="the official AASIST.pth (MIT; its SHA-256 "
                                                                        "is checked)"),
                                out: Path = typer.Option(Path("runs/default-detector")),
+                               config: Optional[Path] = typer.Option(None, help="recipe (default: "
+                                                                                "configs/default-detector.yaml)"),
                                set_: List[str] = typer.Option([], "--set", help="override of the recipe's train "
                                                                                 "config, e.g. train.epochs=1")) -> None:
     """Build the shipped default detector from configs/default-detector.yaml: corpora, training, calibration,
     held-out English report beside the zero-shot AASIST, shipped folder."""
+    from plastispoof.analysis.default_detector import RECIPE
     from plastispoof.analysis.default_detector import reproduce_default_detector as run_default
 
-    typer.echo(run_default(weights, out, overrides=set_))
+    typer.echo(run_default(weights, out, recipe_path=config or RECIPE, overrides=set_))
 
 
 @reproduce_app.command("adapt-voices")

@@ -51,7 +51,7 @@ def build_corpora(recipe: dict[str, Any], base: Path = Path(".")) -> tuple[Path,
         spec = recipe[key]
         out = base / spec["out"]
         roots.append(build_copysynth_corpus(
-            out, recipe=spec["recipe"], voices=spec.get("voices"),
+            out, recipe=spec["recipe"], voices=spec.get("voices"), attacks=spec.get("attacks"), tts=spec.get("tts"),
             sound_roots=spec.get("sound_roots"), max_utterances=spec.get("max_utterances"),
             seed=int(recipe.get("seed", 42))))
     return roots[0], roots[1]
@@ -107,9 +107,9 @@ def train_default(recipe: dict[str, Any], weights: str | Path, out: Path, base: 
     """Steps 1-3: corpora, import, training. Returns ``(run_dir, training root, English test root)``."""
     from plastispoof.training import train
 
+    imported = import_official(weights, out, recipe)  # the checkpoint is checked before any corpus is built
     train_corpus, test_corpus = build_corpora(recipe, base)
     root = training_root(recipe, train_corpus)
-    imported = import_official(weights, out, recipe)
     cfg = training_config(recipe, root, imported, out, overrides)
     started = time.perf_counter()
     run_dir = cfg.run_dir
