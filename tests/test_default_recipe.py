@@ -34,7 +34,7 @@ def tiny_recipe(tmp: Path) -> Path:
     recipe["held_out_families"] = ["world", "flite"]
     recipe["train"]["data"].update({"num_samples": 16000, "batch_size": 2, "eval_batch_size": 4, "max_train": 4,
                                     "max_dev": 3})
-    recipe["train"]["train"].update({"epochs": 1, "max_steps_per_epoch": 2})
+    recipe["train"]["train"].update({"epochs": 2, "max_steps_per_epoch": 2})  # stop_after_epochs: 1 (the recipe)
     path = tmp / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -56,6 +56,8 @@ def test_the_recipe_runs_end_to_end_and_the_same_seed_gives_the_same_weights(tmp
     assert set(card["heldout"]["families"]) == {"lpc", "world"}  # English spoofs of every family of the test
     assert card["heldout"]["pooled"]["n_bonafide"] == 3 and card["heldout"]["pooled"]["n_spoof"] == 6
     assert "51d2d9cf" in (shipped / "NOTICE").read_text()
+    meta = json.loads((tmp_path / "a" / "default-detector" / "meta.json").read_text())
+    assert meta["finished"] and [s["epochs"] for s in meta["stages"]] == [1]  # stopped after 1 of 2 epochs
     run_b, _, _ = train_default(load_default_recipe(config), AASIST, tmp_path / "b")
     run_a = tmp_path / "a" / "default-detector"
     assert sha256_of(run_b / "model.safetensors") == sha256_of(run_a / "model.safetensors")

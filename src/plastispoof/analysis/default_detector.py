@@ -102,11 +102,35 @@ def training_config(recipe: dict[str, Any], root: Path, baseline_run: Path, out:
     return apply_overrides(validate(data, "configs/default-detector.yaml train"), overrides or [])
 
 
+class _StopTraining(Exception):
+    """Raised at the start of the epoch the recipe stops before."""
+
+
+def train_until(cfg: ExperimentConfig, stop_after: int | None, resume: bool) -> Path:
+    """Train ``cfg``; with ``stop_after``, end its (single) stage after that many epochs of the configured
+    schedule: the learning rate follows ``train.epochs``, the run keeps the stage's best weights so far and
+    finishes as usual (window-mean dev threshold, meta.json). Deterministic like any run: the same seed gives the
+    same weights, also when a run killed after its checkpoint is resumed."""
+    from plastispoof.training.trainer import Trainer
+
+    class CappedTrainer(Trainer):
+        def _train_epoch(self, stage):
+            if stop_after is not None and self.progress.epoch >= stop_after:
+                raise _StopTraining
+            return super()._train_epoch(stage)
+
+        def _train_stage(self, index, stage):
+            try:
+                super()._train_stage(index, stage)
+            except _StopTraining:
+                pass
+
+    return CappedTrainer(cfg).run(resume)
+
+
 def train_default(recipe: dict[str, Any], weights: str | Path, out: Path, base: Path = Path("."),
                   overrides: list[str] | None = None) -> tuple[Path, Path, Path]:
     """Steps 1-3: corpora, import, training. Returns ``(run_dir, training root, English test root)``."""
-    from plastispoof.training import train
-
     imported = import_official(weights, out, recipe)  # the checkpoint is checked before any corpus is built
     train_corpus, test_corpus = build_corpora(recipe, base)
     root = training_root(recipe, train_corpus)
@@ -115,7 +139,7 @@ def train_default(recipe: dict[str, Any], weights: str | Path, out: Path, base: 
     run_dir = cfg.run_dir
     if not (run_dir / "model.safetensors").is_file() or not _finished(run_dir):
         resume = (run_dir / "meta.json").exists() or (run_dir / "checkpoints").exists()
-        train(cfg, resume=resume)
+        train_until(cfg, recipe.get("stop_after_epochs"), resume)
         atomic_write_json(run_dir / "wall_time.json", {"train_seconds": round(time.perf_counter() - started, 1)})
     return run_dir, root, test_corpus
 
