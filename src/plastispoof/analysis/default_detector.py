@@ -272,10 +272,13 @@ def format_goals_table(card: dict[str, Any]) -> str:
     rows = comparison_rows({"default": card["heldout"], "zero-shot": card["heldout_zero_shot"]})
     pooled, zero = card["heldout"]["pooled"], card["heldout_zero_shot"]["pooled"]
     table = markdown(["English trials", "default detector EER % [95 % CI]", "zero-shot official AASIST"], rows)
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f} %"
+
     return (table + "\n\nAt each one's default operating point (its non-English dev EER threshold): "
-            f"default: {100 * pooled['bonafide_called_bonafide']:.1f} % of English bona fide called bona fide, "
-            f"{100 * pooled['spoof_called_spoof']:.1f} % of English spoofs called spoof; zero-shot AASIST: "
-            f"{100 * zero['bonafide_called_bonafide']:.1f} % and {100 * zero['spoof_called_spoof']:.1f} %.")
+            f"default: {share(pooled.get('bonafide_called_bonafide'))} of English bona fide called bona fide, "
+            f"{share(pooled.get('spoof_called_spoof'))} of English spoofs called spoof; zero-shot AASIST: "
+            f"{share(zero.get('bonafide_called_bonafide'))} and {share(zero.get('spoof_called_spoof'))}.")
 
 
 def reproduce_default_detector(weights: str | Path, out: str | Path = Path("runs/default-detector"),
