@@ -49,12 +49,12 @@ DATASETS = Registry("dataset")
 TRANSFORMS = Registry("transform")
 
 _BUILTIN_MODULES = (  # light modules first: a lookup stops importing once its name is registered
-    "plastispoof.models.resnet",
-    "plastispoof.models.grnn",
-    "plastispoof.models.aasist",
+    "plastispoof.models.aasist",  # the shipped default detector: AASIST grown by dropin (no librosa / scipy)
     "plastispoof.capacity.baseline",
     "plastispoof.capacity.finetune",
     "plastispoof.capacity.dropin",
+    "plastispoof.models.resnet",  # features.py: librosa, scipy.signal
+    "plastispoof.models.grnn",
     "plastispoof.capacity.plasticity",
     "plastispoof.capacity.dynamic_width",
     "plastispoof.data.protocols",
