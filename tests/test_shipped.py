@@ -51,7 +51,7 @@ def test_default_is_package_data_with_the_files_its_card_hashes(card):
 
 
 def test_the_card_states_data_operating_point_heldout_results_and_limits(card):
-    assert card["source"]["sha256"] == OFFICIAL_AASIST_SHA256 and card["source"]["licence"] == "MIT"
+    assert card["starts_from"]["sha256"] == OFFICIAL_AASIST_SHA256 and card["starts_from"]["licence"] == "MIT"
     data = card["training_data"]
     assert "en" not in data["languages"] and data["voices"] and all(v["language"] != "en" for v in data["voices"])
     assert set(data["families_held_out"]) & set(data["families_trained"]) == set()

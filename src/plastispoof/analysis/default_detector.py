@@ -244,7 +244,7 @@ def build_card(recipe: dict[str, Any], run_dir: Path, train_corpus: Path, root: 
         "summary": ("the official AASIST adapted with dropin-frozen + augmentation on French, Spanish, Italian and "
                     "Russian telephone prompts and their copy-synthesis and TTS spoofs; calibrated; never trained "
                     "on English"),
-        "source": {"name": "official AASIST (Jung et al., ICASSP 2022)", "file": "AASIST.pth",
+        "starts_from": {"name": "official AASIST (Jung et al., ICASSP 2022)", "file": "AASIST.pth",
                    "licence": "MIT", "copyright": "Copyright (c) 2021-present NAVER Corp.",
                    "sha256": recipe["weights_sha256"], "url": "https://github.com/clovaai/aasist"},
         "training_data": training_data_summary(recipe, train_corpus, root),

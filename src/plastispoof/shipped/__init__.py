@@ -134,7 +134,7 @@ def format_shipped_card(card: dict[str, Any]) -> str:
         return f"{100 * row['eer']:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
     lines = [f"shipped      {card.get('name')}: {card.get('summary', '')}"]
-    source = card.get("source") or {}
+    source = card.get("starts_from") or {}
     if source:
         lines.append(f"starts from  {source.get('name')} ({source.get('licence')}, {source.get('copyright')}); "
                      f"sha256 {source.get('sha256')}")
