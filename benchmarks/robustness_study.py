@@ -40,8 +40,15 @@ def main() -> None:
     from plastispoof.data.dataset import subsample
     from plastispoof.fileio import atomic_write_json
     from plastispoof.inference import Detector
-    from plastispoof.stress import (CONDITIONS, check_conditions, condition_report, score_conditions,
-                                    stress_trials, summary, write_stress)
+    from plastispoof.stress import (
+        CONDITIONS,
+        check_conditions,
+        condition_report,
+        score_conditions,
+        stress_trials,
+        summary,
+        write_stress,
+    )
 
     groups = {"plain": args.plain.split(","), "augmented": args.augmented.split(",")}
     runs = [run for group in groups.values() for run in group]

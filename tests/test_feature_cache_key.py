@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tiny_run import tiny_config, write_tiny_corpus
 
 from plastispoof.capacity.base import Stage, Strategy, StrategyOptions
 from plastispoof.config import load_config
@@ -18,7 +19,6 @@ from plastispoof.runs import load_run_model, read_jsonl
 from plastispoof.score_files import read_scores
 from plastispoof.scoring import score_trials
 from plastispoof.training import train
-from tiny_run import tiny_config, write_tiny_corpus
 
 NUM_SAMPLES = 4000
 

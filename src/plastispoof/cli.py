@@ -135,56 +135,33 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
           as_json: bool = typer.Option(False, "--json", help="JSON Lines: one object per file, as each is done"),
           precision: str = typer.Option("float32", help="float32 | bfloat16: faster on CPUs with native bfloat16 "
                                                         "(AVX-512 BF16, AMX) and on GPUs; scores move by about "
-                                                        "0.01, at most 0.1 (docs/decisions.md)")
+                                                        "0.01, at most 0.1 (docs/decisions.md)"),
+          max_seconds: float = typer.Option(600.0, help="refuse files longer than this many seconds (0: no "
+                                                        "limit)")
           ) -> None:
-    """Score audio files or folders (any length); exit 2 if any file failed.
+    """Score audio files or folders (any length: long files window by window); exit 2 if any file failed.
 
-    score: raw, higher = more bona fide (bona fide logit minus spoof logit; label index 1 = bona fide).
+    score: raw, higher = more bona fide (the model's convention: docs/decisions.md).
     llr: natural-log likelihood ratio bona fide vs spoof (needs a calibration); p_bonafide at --prior.
     """
-    from plastispoof.results import format_row, table_header
+    from plastispoof.detectors import start_scoring
+    from plastispoof.results import format_row
 
-    if onnx is not None:
-        from plastispoof.onnx_runtime import OnnxDetector
-
-        if precision != "float32":
-            raise InputError("--precision is for PyTorch models; an ONNX export runs in the precision it was "
-                             "exported in (plastispoof export --quantize for int8)")
-        detector = OnnxDetector.from_onnx(onnx, use_calibration=calibration is None)
-    else:
-        from plastispoof.inference import Detector, native_bfloat16
-
-        options = {"precision": precision}
-        detector = Detector.from_run(run, **options) if run else Detector.from_weights(model, weights, **options)
-        if precision == "bfloat16" and not native_bfloat16(detector.device):
-            typer.echo("note: oneDNN has no bfloat16 kernels for this CPU (they need AVX-512): --precision "
-                       "bfloat16 will be slower than float32 here", err=True)
-    if calibration is None and run is not None and (run / "calibration.json").is_file():
-        calibration = run / "calibration.json"
-    if calibration is not None:
-        detector.use_calibration(calibration)
-    calibrated = detector.calibration is not None
-    results = detector.iter_results(paths, operating_point=operating_point, prior=prior,
-                                    segments=segments or plot is not None)
-    total = failed = 0
+    job = start_scoring(paths, run=run, model=model, weights=weights, onnx=onnx, calibration=calibration, prior=prior,
+                        operating_point=operating_point, segments=segments, plot=plot, precision=precision,
+                        max_seconds=max_seconds, note=lambda text: typer.echo(text, err=True))
     if not as_json:
-        typer.echo(f"# {detector.decision_rule}; score: higher = more bona fide"
-                   + (f"; p_bonafide at prior {prior:g}" if calibrated else "")
-                   + ("; computed in bfloat16" if precision == "bfloat16" else ""))
-        typer.echo(table_header(calibrated))
-    for result in results:
-        total, failed = total + 1, failed + bool(result.error)
-        if plot is not None and not result.error:
-            from plastispoof.timeline import plot_timeline
-
-            plot_timeline(detector, result, plot)
+        typer.echo("\n".join(job.header))
+    for result in job.results:
         if as_json:
             sys.stdout.write(json.dumps(result.as_dict()) + "\n")
             sys.stdout.flush()
         else:
-            typer.echo(format_row(result, calibrated))
-    if failed:
-        typer.echo(f"{failed} of {total} files could not be scored", err=True)
+            typer.echo(format_row(result, job.calibrated))
+        if result.error:  # also on stderr: redirecting stdout must not hide why a file failed
+            typer.echo(f"error: {result.path}: {result.error}", err=True)
+    if job.failed:
+        typer.echo(job.summary, err=True)
         raise typer.Exit(2)
 
 
@@ -198,7 +175,8 @@ def calibrate(run: Optional[Path] = typer.Argument(None, help="run directory (or
               prior: float = typer.Option(0.5, help="prior of bona fide the logistic fit weighs the classes by")
               ) -> None:
     """Fit score -> LLR (affine, prior-weighted logistic regression) on dev scores pooled like `score`."""
-    from plastispoof.calibration import calibrate as run_calibration, format_calibration
+    from plastispoof.calibrate import calibrate as run_calibration
+    from plastispoof.calibrate import format_calibration
 
     typer.echo(format_calibration(*run_calibration(run, dataset, root, subset, model=model, weights=weights,
                                                    out=out, prior=prior)))

@@ -20,8 +20,16 @@ from pydantic import TypeAdapter, ValidationError
 from scipy.signal import butter, sosfiltfilt
 
 from plastispoof.augment import codecs
-from plastispoof.augment.config import (AugmentList, AugmentOptions, CodecOptions, GainOptions, NoiseOptions,
-                                        RawBoostOptions, ReverbOptions, TelephoneOptions)
+from plastispoof.augment.config import (
+    AugmentList,
+    AugmentOptions,
+    CodecOptions,
+    GainOptions,
+    NoiseOptions,
+    RawBoostOptions,
+    ReverbOptions,
+    TelephoneOptions,
+)
 from plastispoof.augment.noise import COLOURS, NoiseBank, add_at_snr, coloured_noise, noise_files
 from plastispoof.augment.rawboost import RawBoostParams, rawboost
 from plastispoof.augment.reverb import generated_rir, reverberate, rir_files
