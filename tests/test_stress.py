@@ -12,12 +12,7 @@ import torch
 from tiny_run import grnn_config, write_tiny_corpus
 
 from plastispoof import stress as stress_module
-from plastispoof.augment import codecs
-from plastispoof.data.protocols import read_dataset
-from plastispoof.errors import InputError
-from plastispoof.inference import Detector
-from plastispoof.models.base import SpoofModel
-from plastispoof.stress import (
+from plastispoof.analysis.stress import (
     CONDITIONS,
     _Babble,
     _DegradedDataset,
@@ -26,6 +21,11 @@ from plastispoof.stress import (
     stress,
     stress_command,
 )
+from plastispoof.augment import codecs
+from plastispoof.data.protocols import read_dataset
+from plastispoof.errors import InputError
+from plastispoof.inference import Detector
+from plastispoof.models.base import SpoofModel
 from plastispoof.training import train
 
 RATE = 16000

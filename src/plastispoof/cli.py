@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -19,9 +20,46 @@ app.add_typer(reproduce_app, name="reproduce")
 _DEBUG = {"on": False}
 
 
+def _version(value: bool) -> None:
+    if value:
+        from plastispoof import __version__
+
+        typer.echo(f"plastispoof {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for bad input")) -> None:
-    _DEBUG["on"] = debug
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for bad input (anywhere on the line)"),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    _DEBUG["on"] = _DEBUG["on"] or debug
+
+
+# An override: a dotted key, "=", a value (``--set train.lr=1e-4``).
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def normalised_argv(argv: list[str]) -> list[str]:
+    """The command line as typer should see it: ``--debug`` taken out wherever it stands (it is the root's
+    option), and each ``key=value`` that follows a ``--set`` given its own ``--set`` (``--set a=1 b=2``).
+
+    >>> normalised_argv(["train", "c.yaml", "--set", "a=1", "b.c=2", "--debug", "--resume"])
+    ['--debug', 'train', 'c.yaml', '--set', 'a=1', '--set', 'b.c=2', '--resume']
+    """
+    debug = "--debug" in argv
+    out: list[str] = []
+    in_set = False
+    for index, arg in enumerate(argv):
+        if arg == "--debug":
+            continue
+        if in_set and _OVERRIDE.match(arg) and out and out[-1] != "--set":
+            out.append("--set")
+        elif arg != "--set" and not _OVERRIDE.match(arg):
+            in_set = False
+        if arg == "--set":
+            in_set = True
+        out.append(arg)
+    return (["--debug"] if debug else []) + out
 
 
 def _csv(value: Optional[str]) -> Optional[list[str]]:
@@ -266,7 +304,7 @@ def reproduce_table1(dataset: str = typer.Option(...), root: Path = typer.Option
     from plastispoof.analysis.table1 import table1
 
     typer.echo(table1(dataset=dataset, root=root, models=_csv(models), strategies=_csv(strategies),
-                      seeds=[int(s) for s in _csv(seeds) or []], out=out, epochs=epochs, overrides=set_))
+                      seeds=list(_seeds(seeds)), out=out, epochs=epochs, overrides=set_))
 
 
 @reproduce_app.command("layers")
@@ -278,7 +316,7 @@ def reproduce_layers(dataset: str = typer.Option(...), root: Path = typer.Option
     from plastispoof.analysis.layer_sweep import layer_ablation
 
     typer.echo(layer_ablation(dataset=dataset, root=root, model=model, strategy=strategy,
-                              seeds=[int(s) for s in _csv(seeds) or []], out=out, epochs=epochs, overrides=set_))
+                              seeds=list(_seeds(seeds)), out=out, epochs=epochs, overrides=set_))
 
 
 @reproduce_app.command("tradeoff")
@@ -296,7 +334,7 @@ def reproduce_tradeoff(dataset: str = typer.Option(...), root: Path = typer.Opti
 
     typer.echo(run_tradeoff(dataset=dataset, root=root, model=model,
                             kappas=[float(k) for k in _csv(kappas) or []], out=out, epochs=epochs, overrides=set_,
-                            seeds=[int(s) for s in _csv(seeds) or []], controls=controls))
+                            seeds=list(_seeds(seeds)), controls=controls))
 
 
 @reproduce_app.command("nes2net")
@@ -353,7 +391,7 @@ def reproduce_unseen(root: Optional[Path] = typer.Option(None, help="corpus writ
         return
     if root is None:
         raise InputError("say which corpus: --root DIR (written by `plastispoof synth --recipe open-speech`)")
-    typer.echo(run_unseen(root=root, systems=_csv(systems), seeds=[int(s) for s in _csv(seeds) or []],
+    typer.echo(run_unseen(root=root, systems=_csv(systems), seeds=list(_seeds(seeds)),
                           families=_csv(families), weights=weights, out=out, epochs=epochs, overrides=set_))
 
 
@@ -394,7 +432,7 @@ def stress(run: Optional[Path] = typer.Argument(None, help="run directory (or --
            workers: int = typer.Option(0, help="DataLoader workers that make the degraded audio"),
            onnx: Optional[Path] = typer.Option(None, help="an ONNX export (plastispoof export) instead")) -> None:
     """EER, ΔEER and min t-DCF under codecs, noise, reverberation, packet loss and level/band changes."""
-    from plastispoof.stress import format_stress, stress_command
+    from plastispoof.analysis.stress import format_stress, stress_command
 
     typer.echo(format_stress(stress_command(run, model, weights, dataset, root, conditions=_csv(conditions),
                                             out=out, subset=subset, max_trials=max_trials, num_workers=workers,
@@ -405,8 +443,9 @@ def main() -> None:
     from plastispoof.runtime import keep_freed_memory
 
     keep_freed_memory()
+    _DEBUG["on"] = "--debug" in sys.argv[1:]
     try:
-        app()
+        app(args=normalised_argv(sys.argv[1:]), prog_name="plastispoof")
     except InputError as err:
         if _DEBUG["on"]:
             raise

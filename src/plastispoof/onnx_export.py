@@ -34,9 +34,9 @@ from torch import nn
 from plastispoof import runs
 from plastispoof.calibration import CALIBRATION, read_calibration
 from plastispoof.card import SCORE_DIRECTION, run_card
+from plastispoof.detectors import load_detector
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_path, atomic_write_json
-from plastispoof.inference import Detector
 from plastispoof.models.base import count_parameters
 from plastispoof.onnx_runtime import EXPORT_KIND, METADATA_KEY, OnnxDetector
 from plastispoof.scoring import model_scores, run_threshold
@@ -68,16 +68,13 @@ def export_onnx(run: str | Path | None, out: str | Path, *, model: str | None = 
                 weights: str | Path | None = None, quantize: bool = False, opset: int = OPSET,
                 check: bool = True) -> dict[str, Any]:
     """Export the run's final model (or ``model`` + ``weights``) to ``out``; return the stored metadata."""
-
-    if Path(out).suffix != ".onnx":
+    out = Path(out)
+    if out.suffix != ".onnx":
         raise InputError(f"--out {out}: name the export *.onnx")
-    if run is not None:
-
-        detector = Detector.from_run(run, device="cpu")
-        meta = runs.read_meta(run)
-    else:
-        detector = Detector.from_weights(model, weights, device="cpu")
-        meta = None
+    if not out.parent.is_dir():  # a typo in the folder should not quietly create a new tree
+        raise InputError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    detector = load_detector(run, model, weights, device="cpu", use_run_calibration=False)
+    meta = runs.read_meta(run) if run is not None else None
     return export_detector(detector, out, run=run, meta=meta, quantize=quantize, opset=opset, check=check)
 
 
@@ -144,9 +141,6 @@ def fixed_feature_nodes(proto, network: nn.Module) -> list[str]:
 
 def _metadata(detector, meta: dict[str, Any] | None, run, opset: int, quantize: bool, out: Path
               ) -> dict[str, Any]:
-
-    if not out.parent.is_dir():
-        out.parent.mkdir(parents=True, exist_ok=True)
 
     calibration = None
     if run is not None and (Path(run) / CALIBRATION).is_file():

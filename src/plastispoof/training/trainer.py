@@ -30,11 +30,11 @@ from plastispoof import runs
 from plastispoof.capacity.base import Stage, Transform, apply_transforms, build_strategy
 from plastispoof.card import write_run_card
 from plastispoof.config import ExperimentConfig
-from plastispoof.data.loaders import TrainingData, training_data
 from plastispoof.metrics import trials_eer
 from plastispoof.models.base import build_model, count_parameters
 from plastispoof.scoring import score_trials
 from plastispoof.training.distributed import Distributed, local_rank, resolve_device
+from plastispoof.training.loaders import TrainingData, training_data
 from plastispoof.training.optim import Optimisation
 from plastispoof.training.progress import RunProgress
 from plastispoof.training.seeding import rng_state, seed_everything, set_rng_state
