@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.signal
+from needs import skip_or_fail
 
 from plastispoof.augment.codecs import encoder_name
 from plastispoof.data.copysynth.vocoders import COPY_ATTACKS, analyse
@@ -324,7 +325,7 @@ def test_tts_takes_differ_by_seed_and_repeat_for_the_same_seed():
 def test_english_only_engines_speak_english_and_refuse_french(name):
     engine = TTS_ENGINES[name]
     if engine.missing():
-        pytest.skip(f"{name} not installed ({engine.missing()})")
+        skip_or_fail(f"{name} not installed ({engine.missing()})")
     audio, rate = engine.speak("Your new password has been saved.", "en", np.random.default_rng(0))
     assert rate == 16000 and 1.0 < len(audio) / rate < 5.0 and np.std(audio) > 0.01
     with pytest.raises(InputError, match=f"{name} cannot speak fr"):

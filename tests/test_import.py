@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from needs import skip_or_fail, unless
 from tiny_run import tiny_config, write_tiny_corpus
 from typer.testing import CliRunner
 
@@ -22,7 +23,7 @@ from plastispoof.training import train
 
 OFFICIAL_DIR = Path(__file__).resolve().parents[2] / "shared/data/aasist"
 AASIST_L = OFFICIAL_DIR / "AASIST-L.pth"
-needs_checkpoints = pytest.mark.skipif(not AASIST_L.is_file(), reason=f"official checkpoints not at {OFFICIAL_DIR}")
+needs_checkpoints = unless(AASIST_L.is_file(), f"official checkpoints not at {OFFICIAL_DIR}")
 
 # Tiny SSL encoder: the same shape as the "tiny" front-end size, saved as a Hugging Face folder.
 TINY_W2V2 = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
@@ -38,7 +39,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def imported_aasist_l(tmp_path_factory) -> Path:
     if not AASIST_L.is_file():
-        pytest.skip(f"official checkpoints not at {OFFICIAL_DIR}")
+        skip_or_fail(f"official checkpoints not at {OFFICIAL_DIR}")
     return import_checkpoint("aasist-l", AASIST_L, tmp_path_factory.mktemp("runs") / "aasist-l-official")
 
 

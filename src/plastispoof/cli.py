@@ -92,31 +92,17 @@ def synth(out: Path = typer.Option(..., help="output directory"),
           split: str = typer.Option("text", help="text | speaker"),
           adaptation: Optional[float] = typer.Option(None, help="embedded corpus: also write the continual-"
                                                      "adaptation split, this share of the eval speakers adapting "
-                                                     "to the unseen attacks, the rest held out (e.g. 0.25)")) -> None:
+                                                     "to the unseen attacks, the rest held out (e.g. 0.25)"),
+          force: bool = typer.Option(False, "--force", help="replace a corpus of another profile or seed in --out")
+          ) -> None:
     """Write the embedded corpus, or with --bonafide / --recipe a spoof corpus built from real recordings
     (FLAC + ASVspoof-2019-LA-style protocols + leave-one-family-out protocols + corpus.json)."""
-    if bonafide is not None or recipe is not None:
-        if adaptation is not None:
-            raise InputError("--adaptation splits the embedded corpus; a copy-synthesis corpus has its "
-                             "leave-one-family-out roots instead (lofo/ in corpus.json)")
-        from plastispoof.data.copysynth import build_copysynth_corpus
+    from plastispoof.data.synth import synth as write_any_corpus
 
-        root = build_copysynth_corpus(out, bonafide=bonafide, recipe=recipe, attacks=_csv(attacks), tts=_csv(tts),
-                                      transcripts=transcripts, language=language, max_utterances=max_utterances,
-                                      seed=seed, split=split)
-        typer.echo(f"wrote copy-synthesis corpus to {root} (manifest: {root / 'corpus.json'})")
-        return
-    from plastispoof.data.synthetic import write_corpus
-
-    if adaptation is not None and not 0 < adaptation < 1:  # before minutes of writing audio
-        raise InputError(f"--adaptation must be between 0 and 1, got {adaptation}")
-    root = write_corpus(out, profile=profile, seed=seed)
-    typer.echo(f"wrote {profile} corpus to {root}")
-    if adaptation is not None:
-        from plastispoof.data.adaptation import write_adaptation_split
-
-        split = write_adaptation_split(root, adaptation, seed)
-        typer.echo(f"wrote the adaptation split to {split} (split.json; forgetting: {split / 'old-attacks'})")
+    typer.echo(write_any_corpus(out, profile=profile, seed=seed, bonafide=bonafide, recipe=recipe,
+                                attacks=_csv(attacks), tts=_csv(tts), transcripts=transcripts, language=language,
+                                max_utterances=max_utterances, split=split, adaptation=adaptation, force=force,
+                                note=lambda text: typer.echo(text, err=True)))
 
 
 @app.command()

@@ -50,7 +50,7 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 
 
 def backend_cost(name: str, input_dim: int = 1024, frames: int = 200) -> dict[str, Any]:
-    """Parameters, MACs and FLOPs of the bare back-end ``name`` (see :data:`plastispoof.models.nes2net.BACKENDS`)
+    """Parameters, MACs and FLOPs of the bare back-end ``name`` (see :data:`plastispoof.registry.BACKENDS`)
     on one ``(1, input_dim, frames)`` input, in eval mode."""
     from plastispoof.models.nes2net import build_backend
 

@@ -53,6 +53,8 @@ class SpoofModel(nn.Module):
 
     registry_name: ClassVar[str] = ""
     sample_rate: ClassVar[int] = 16000
+    # What score() returns (card.json and `info` say it): every model's score is higher = more bona fide.
+    score_convention: ClassVar[str] = "bona fide logit - spoof logit (logit index 1 = bona fide, 0 = spoof)"
 
     def __init__(self, **config: Any):
         super().__init__()
