@@ -21,9 +21,9 @@ from plastispoof.capacity.dynamic_width import (
     dynamic_sites,
     dynamic_widths,
 )
-from plastispoof.cost import count_flops
 from plastispoof.errors import InputError
 from plastispoof.models.base import build_model, count_parameters
+from plastispoof.models.flops import count_flops
 from plastispoof.runs import load_run_model, load_state_strict, read_meta
 
 TINY = {"resnet18": {"width": 4}, "resnet34": {"width": 2}, "grnn": {"hidden_sizes": [6, 5, 4]}}

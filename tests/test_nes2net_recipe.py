@@ -11,8 +11,8 @@ import torch
 from tiny_run import write_tiny_corpus
 
 from plastispoof.analysis.nes2net import backend_macs, reproduce_nes2net
-from plastispoof.cost import count_flops
 from plastispoof.errors import InputError
+from plastispoof.models.flops import count_flops
 from plastispoof.models.ssl import SSLFrontend
 from plastispoof.runs import load_run_model
 

@@ -71,7 +71,7 @@ def backend_config(recipe: dict, backend: str, root: Path, out: Path, seed: int,
 
 def backend_macs(model: torch.nn.Module, sample_rate: int) -> int:
     """MACs of the model's back-end on the features of ``FLOPS_SECONDS`` of audio (eval mode)."""
-    from plastispoof.cost import count_flops
+    from plastispoof.models.flops import count_flops
 
     model.eval()
     with torch.no_grad():
