@@ -4,38 +4,16 @@ gets one line on stderr and exit 2, nothing is chosen silently for the user, and
 from __future__ import annotations
 
 import json
-import sys
 
 import av
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_run import one_line_error, run_cli
 from tiny_run import SAMPLE_RATE, bonafide_like, spoof_like, tiny_config
 
 from plastispoof import __version__
-from plastispoof.cli import main
 from plastispoof.training import train
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    """``plastispoof ARGS`` through :func:`plastispoof.cli.main`: (exit code, stdout, stderr)."""
-    argv = sys.argv
-    sys.argv = ["plastispoof", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_line_error(code: int, out: str, err: str, *fragments: str) -> None:
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 @pytest.fixture(scope="module")

@@ -407,8 +407,11 @@ def test_a_corpus_from_real_prompts_speaks_their_transcripts(french_prompts, tmp
     assert len(trials) == 3 * len(chosen) and {t.speaker for t in trials} == {"fr_CA_f_June"}
     bonafide = {t.utt_id: sf.info(str(t.path)).duration for t in trials if t.attack == "-"}
     spoken = {t.utt_id: sf.info(str(t.path)).duration for t in trials if t.attack == "T01"}
-    # eSpeak reads the same sentence as the speaker: durations of the same order (not a fixed built-in sentence).
-    assert sorted(spoken.values()) == pytest.approx(sorted(bonafide.values()), rel=0.6)
+    # eSpeak reads the speaker's own sentences: its durations follow theirs in proportion (a fixed built-in sentence
+    # would give near-equal durations, so the ratios would spread as widely as the prompts' lengths, here 1.7x).
+    ratios = np.array(sorted(spoken.values())) / np.array(sorted(bonafide.values()))
+    assert 0.5 < ratios.mean() < 1.5 and ratios.max() / ratios.min() < 1.25
+    assert max(bonafide.values()) / min(bonafide.values()) > 1.5  # the prompts differ enough for that to tell
 
 
 # --------------------------------------------------------------------------------------------------- CLI
