@@ -272,11 +272,15 @@ def export(run: Optional[Path] = typer.Argument(None, help="run directory (or --
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="where runs and the table go"),
-         epochs: Optional[int] = typer.Option(None, help="epochs per stage (default: the demo's)")) -> None:
+         epochs: Optional[int] = typer.Option(None, help="epochs per stage (default: the demo's)"),
+         profile: str = typer.Option("demo", help="corpus profile: demo (the documented table) or tiny (a quick "
+                                                  "check that everything runs)"),
+         set_: List[str] = typer.Option([], "--set", help="override for every run, e.g. "
+                                                           "train.max_steps_per_epoch=2")) -> None:
     """Embedded corpus -> Table I for ResNet18 and GRNN on CPU in minutes; prints the table."""
     from plastispoof.analysis.table1 import run_demo
 
-    typer.echo(run_demo(out, epochs=epochs))
+    typer.echo(run_demo(out, epochs=epochs, profile=profile, overrides=set_))
 
 
 @reproduce_app.command("table1")

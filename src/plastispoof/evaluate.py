@@ -47,7 +47,6 @@ from plastispoof.weights_hash import model_hash
 def load_run_and_trials(run_dir: str | Path, dataset: str, root: str | Path, subset: str):
     """A run's config, rebuilt model and meta, and the trials to score: ``data.max_eval`` (a seeded subset)
     applies when the run set it. Shared by evaluation and the MoLEx expert-usage report."""
-
     cfg = runs.read_run_config(run_dir)
     model, meta = runs.load_run_model(run_dir)
     trials = read_dataset(dataset, str(root), subset)
@@ -126,7 +125,6 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
 def _calibrated_metrics(run_dir: Path, model: nn.Module, convention: str, trials: Sequence[Trial],
                         scores: dict[str, float], stem: str, files: dict[str, Path]) -> dict[str, Any] | None:
     """LLR metrics of the run's calibration applied to ``scores`` (None when the run has no calibration)."""
-
     path = run_dir / CALIBRATION
     if not path.is_file():
         return None
