@@ -153,7 +153,8 @@ def format_card(card: dict[str, Any]) -> str:
     if calibration and calibration.get("stale"):
         lines.append(f"calibration  stale: {calibration['stale']}")
     elif calibration:
-        cllr_before, cllr_after = calibration.get("cllr_before", float("nan")), calibration.get("cllr_after", float("nan"))
+        cllr_before = calibration.get("cllr_before", float("nan"))
+        cllr_after = calibration.get("cllr_after", float("nan"))
         lines.append(f"calibration  llr = {calibration['slope']:.4g} * score + {calibration['offset']:.4g} "
                      f"(prior {calibration['prior']:g}, {calibration.get('convention')}; Cllr {cllr_before:.3f} -> "
                      f"{cllr_after:.3f}; dev EER {pct(calibration.get('dev_eer'))} over whole files)")

@@ -49,7 +49,7 @@ def normalised_argv(argv: list[str]) -> list[str]:
     debug = "--debug" in argv
     out: list[str] = []
     in_set = False
-    for index, arg in enumerate(argv):
+    for arg in argv:
         if arg == "--debug":
             continue
         if in_set and _OVERRIDE.match(arg) and out and out[-1] != "--set":
@@ -123,7 +123,7 @@ def import_weights(model: str = typer.Argument(..., help="aasist | aasist-l (off
                    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<model>-imported)"),
                    num_samples: Optional[int] = typer.Option(None, help="input length stored in the run"),
                    set_: List[str] = typer.Option([], "--set", help="model arguments, e.g. "
-                                                                     "model.args.frontend.aggregation=weighted")) -> None:
+                                                  "model.args.frontend.aggregation=weighted")) -> None:
     """Turn published weights into a run directory that every strategy can start from (baseline_run)."""
     from plastispoof.pretrained import describe_import, import_checkpoint
 

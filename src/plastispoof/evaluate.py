@@ -3,8 +3,9 @@
 By default every trial is scored on its first ``num_samples`` samples (repeat-padded when shorter), the ASVspoof
 evaluation convention (``first-crop``); ``full=True`` (``evaluate --full``) scores whole files exactly as
 ``plastispoof score`` does (``window-mean``: the mean over half-overlapping windows). The report names its
-convention, and its outputs carry a ``-window-mean`` suffix in that case; the score is the model's ``score()`` (bona fide logit minus spoof logit unless the model
-says otherwise), higher = more bona fide. :func:`plastispoof.scoring.score_trials` is also the trainer's dev evaluation, so dev and
+convention, and its outputs carry a ``-window-mean`` suffix in that case; the score is the model's ``score()`` (its
+``score_convention``: bona fide logit minus spoof logit, or AASIST's bona fide logit alone), higher = more bona fide.
+:func:`plastispoof.scoring.score_trials` is also the trainer's dev evaluation, so dev and
 test numbers come from one code path.
 
 Outputs in the run directory, for ``<dataset>-<subset>``: ``scores/<..>.txt`` (``utt_id score`` lines),

@@ -72,7 +72,8 @@ COLUMNS = ["Dataset", "Model", "Training strategy", "Test EER (%)", "Backward ti
 
 
 def table_cells(row: Table1Row) -> list[str]:
-    return [row.dataset, row.model, row.strategy, _cell(row.eer, row.eer_std), _cell(row.backward_ms, row.backward_ms_std),
+    return [row.dataset, row.model, row.strategy, _cell(row.eer, row.eer_std),
+            _cell(row.backward_ms, row.backward_ms_std),
             _cell(row.params_m, row.params_m_std), _cell(row.trainable_m, row.trainable_m_std)]
 
 
