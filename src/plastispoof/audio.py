@@ -1,12 +1,15 @@
 """Audio in and out: load any file as mono float32 at one rate, crop / pad to a fixed length, slide windows.
 
 Decoding goes through soundfile (libsndfile reads WAV, FLAC, OGG/Opus and MP3); the containers libsndfile cannot
-read (m4a, aac, ...) fall back to librosa, which needs an ffmpeg/gstreamer backend on the machine. Resampling
+read (m4a, aac, ...) fall back to librosa, which needs an ffmpeg/gstreamer backend on the machine. Bytes held in
+memory (a service's uploads) are decoded the same way without a file (:func:`decode_audio`), PyAV standing in
+for librosa. Resampling
 uses soxr (librosa's own resampler), which is exact for any pair of rates.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 import warnings
@@ -31,31 +34,67 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *, max_seconds
     """Decode ``path`` to a 1-D float32 array: channels averaged to mono, resampled to ``sample_rate``.
 
     Raises :class:`InputError` naming the file when it is missing, cannot be decoded, holds no samples,
-    holds NaN/Inf, is digital silence (unless ``allow_silent``) or is longer than ``max_seconds``.
+    holds NaN/Inf, is digital silence (unless ``allow_silent``) or is longer than ``max_seconds``
+    (:class:`AudioTooLong`).
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file not found: {path}")
-    samples, source_rate = _decode(path, max_seconds)
+    if path.suffix.lower() in _LIBROSA_SUFFIXES:
+        samples, source_rate = _decode_with_librosa(path, max_seconds)
+    else:
+        samples, source_rate = _decode(path, f"audio file {path}", max_seconds)
+    return _checked(samples, source_rate, sample_rate, f"audio file {path}", allow_silent)
+
+
+def decode_audio(data: bytes, sample_rate: int = 16000, *, name: str = "the upload", max_seconds: float = 600.0,
+                 allow_silent: bool = False) -> np.ndarray:
+    """:func:`load_audio` for encoded bytes held in memory (an upload): nothing touches the filesystem.
+
+    libsndfile reads WAV, FLAC, OGG/Opus and MP3 from memory; other containers (m4a, webm, ...) are decoded with
+    PyAV, also from memory. ``name`` only labels error messages. The same checks and errors as
+    :func:`load_audio`.
+    """
+    label = name
+    if not data:
+        raise InputError(f"{label} is empty (0 bytes)")
+    try:
+        samples, source_rate = _decode(io.BytesIO(data), label, max_seconds)
+    except AudioTooLong:
+        raise
+    except InputError as soundfile_error:
+        try:
+            samples, source_rate = _decode_with_pyav(data, label, max_seconds)
+        except AudioTooLong:
+            raise
+        except InputError:
+            raise soundfile_error from None
+    return _checked(samples, source_rate, sample_rate, label, allow_silent)
+
+
+class AudioTooLong(InputError):
+    """Audio longer than the caller's limit (a service answers 413 for it, not 422)."""
+
+
+def _checked(samples: np.ndarray, source_rate: int, sample_rate: int, label: str, allow_silent: bool) -> np.ndarray:
+    """Mono ``samples`` at ``source_rate`` checked (finite, not silent, not empty) and resampled."""
     if not np.isfinite(samples).all():
-        raise InputError(f"audio file {path} contains NaN or infinite samples")
+        raise InputError(f"{label} contains NaN or infinite samples")
     if samples.size and not allow_silent and np.abs(samples).max() < SILENCE_LEVEL:
-        raise InputError(f"audio file {path} is digital silence (every sample below {SILENCE_LEVEL:g})")
+        raise InputError(f"{label} is digital silence (every sample below {SILENCE_LEVEL:g})")
     if source_rate != sample_rate and samples.size:
         samples = soxr.resample(samples, source_rate, sample_rate, quality="HQ")
     if samples.size == 0:
-        raise InputError(f"audio file {path} holds no samples")
+        raise InputError(f"{label} holds no samples")
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
-def _decode(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Mono float32 samples of ``path`` at the file's own rate."""
-    if path.suffix.lower() in _LIBROSA_SUFFIXES:
-        return _decode_with_librosa(path, max_seconds)
+def _decode(source: Path | io.BytesIO, label: str, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Mono float32 samples of ``source`` (a path or bytes in memory) at its own rate, read by libsndfile."""
     try:
-        # NaN / Inf samples are reported by load_audio, not as numpy warnings while down-mixing.
-        with sf.SoundFile(path) as audio, np.errstate(invalid="ignore", over="ignore"):
-            _check_header(path, audio.frames, audio.samplerate, max_seconds)
+        # NaN / Inf samples are reported by _checked, not as numpy warnings while down-mixing.
+        with sf.SoundFile(source) as audio, np.errstate(invalid="ignore", over="ignore"):
+            _check_header(label, audio.frames, audio.samplerate, max_seconds)
             # Down-mix block by block so a many-channel file never sits in memory whole.
             blocks = [block.mean(axis=1) for block in
                       audio.blocks(_BLOCK_FRAMES, dtype="float32", always_2d=True)]
@@ -63,9 +102,38 @@ def _decode(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
     except InputError:
         raise
     except sf.LibsndfileError as err:
-        raise InputError(f"cannot decode audio file {path}: {err.error_string}") from err
+        raise InputError(f"cannot decode {label}: {err.error_string}") from err
     except (RuntimeError, ValueError, TypeError, OSError, EOFError) as err:
-        raise InputError(f"cannot decode audio file {path}: {err}") from err
+        raise InputError(f"cannot decode {label}: {err}") from err
+
+
+def _decode_with_pyav(data: bytes, label: str, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Mono float32 samples of an in-memory container libsndfile cannot read, decoded by PyAV (FFmpeg)."""
+    import av
+
+    blocks: list[np.ndarray] = []
+    rate = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.audio:
+                raise InputError(f"cannot decode {label}: no audio stream in it")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="flt", layout="mono")
+            total = 0
+            for frame in container.decode(stream):
+                rate = rate or frame.sample_rate
+                for mono in resampler.resample(frame):
+                    block = mono.to_ndarray().reshape(-1)
+                    total += len(block)
+                    blocks.append(block)
+                _check_header(label, total, rate, max_seconds)
+    except InputError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, EOFError, RuntimeError) as err:
+        raise InputError(f"cannot decode {label}: {err}") from err
+    if not rate:
+        raise InputError(f"{label} holds no samples")
+    return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)).astype(np.float32), rate
 
 
 def _decode_with_librosa(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
@@ -81,15 +149,15 @@ def _decode_with_librosa(path: Path, max_seconds: float) -> tuple[np.ndarray, in
                          f"no audioread backend (ffmpeg, gstreamer) could ({type(err).__name__})") from err
     samples = np.asarray(samples, dtype=np.float32)
     mono = samples.mean(axis=0) if samples.ndim == 2 else samples
-    _check_header(path, len(mono), rate, max_seconds)
+    _check_header(f"audio file {path}", len(mono), rate, max_seconds)
     return mono, int(rate)
 
 
-def _check_header(path: Path, frames: int, rate: int, max_seconds: float) -> None:
+def _check_header(label: str, frames: int, rate: int, max_seconds: float) -> None:
     if rate <= 0:
-        raise InputError(f"audio file {path} declares an invalid sample rate {rate}")
+        raise InputError(f"{label} declares an invalid sample rate {rate}")
     if frames / rate > max_seconds:
-        raise InputError(f"audio file {path} lasts {frames / rate:.0f} s, over the {max_seconds:g} s limit")
+        raise AudioTooLong(f"{label} lasts {frames / rate:.0f} s, over the {max_seconds:g} s limit")
 
 
 def fix_length(x: np.ndarray, num_samples: int = ASVSPOOF_NUM_SAMPLES, *, random_crop: bool = False,
