@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install system-deps bench clean
 
-# Debian packages the tests use: eSpeak NG and the French Asterisk prompts with their transcripts (about 19 MB).
-DEBIAN_PACKAGES := espeak-ng asterisk-core-sounds-fr-wav asterisk-core-sounds-fr
+# Debian packages the tests use: eSpeak NG and the French Asterisk prompts with their transcripts (about 19 MB);
+# chromium for the browser tests of serve's page (Playwright drives it).
+DEBIAN_PACKAGES := espeak-ng asterisk-core-sounds-fr-wav asterisk-core-sounds-fr chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,7 +25,7 @@ demo: $(STAMP)
 # Installed only when missing; as root with apt-get, else the line to run is printed.
 system-deps:
 	@command -v espeak-ng >/dev/null && [ -d /usr/share/asterisk/sounds/fr_CA_f_June ] && \
-	  [ -f /usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz ] || { \
+	  [ -f /usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz ] && command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEBIAN_PACKAGES); \
 	  else echo "the tests need Debian packages: sudo apt-get install $(DEBIAN_PACKAGES)"; exit 1; fi; }

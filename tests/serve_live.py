@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from tiny_run import SAMPLE_RATE, bonafide_like, spoof_like, tiny_config
 
 from plastispoof.serve.app import ServiceState, create_app
 from plastispoof.serve.limits import Limits
 from plastispoof.serve.model import load_scorer
-from tiny_run import SAMPLE_RATE, bonafide_like, spoof_like, tiny_config
 
 
 def calibrated_tiny_run(out: Path, corpus: Path) -> Path:

@@ -19,10 +19,10 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-
-from plastispoof.inference import Detector
 from serve_live import LiveServer, calibrated_tiny_run, clip, encoded
 from tiny_run import SAMPLE_RATE, grnn_config
+
+from plastispoof.inference import Detector
 
 pytestmark = pytest.mark.slow
 

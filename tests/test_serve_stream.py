@@ -13,12 +13,12 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from serve_live import LiveServer, calibrated_tiny_run, clip, encoded
+from tiny_run import SAMPLE_RATE
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from plastispoof.inference import Detector
-from serve_live import LiveServer, calibrated_tiny_run, clip, encoded
-from tiny_run import SAMPLE_RATE
 
 pytestmark = pytest.mark.slow
 
