@@ -74,7 +74,8 @@ function draw() {
   const canvas = $("timeline"), ctx = canvas.getContext("2d");
   const style = getComputedStyle(document.documentElement);
   const color = (name) => style.getPropertyValue(name).trim();
-  const w = canvas.width, h = canvas.height, pad = 8;
+  const w = canvas.width, h = canvas.height, pad = 8, axis = 18;  // axis: room for the time labels
+  const mid = (h - axis) / 2, half = mid - pad;
   ctx.clearRect(0, 0, w, h);
   const duration = Math.max(state.duration || 0, ...state.windows.map((s) => s.end_s), 0.001);
   const x = (t) => pad + (w - 2 * pad) * (t / duration);
@@ -89,7 +90,7 @@ function draw() {
       }
       if (hi < lo) continue;
       const px = pad + c * (seconds / duration);
-      ctx.fillRect(px, h / 2 - hi * (h / 2 - pad), Math.max(1, seconds / duration), Math.max(1, (hi - lo) * (h / 2 - pad)));
+      ctx.fillRect(px, mid - hi * half, Math.max(1, seconds / duration), Math.max(1, (hi - lo) * half));
     }
   }
   const domain = state.rule && state.rule.domain === "llr" ? "llr" : "score";
@@ -98,10 +99,20 @@ function draw() {
   const all = threshold === null || threshold === undefined ? values : values.concat([threshold]);
   let lo = Math.min(...all, 0), hi = Math.max(...all, 0);
   if (hi - lo < 1e-6) { lo -= 1; hi += 1; }
-  const y = (v) => h - pad - (h - 2 * pad) * ((v - lo) / (hi - lo));
+  const y = (v) => h - axis - pad - (h - axis - 2 * pad) * ((v - lo) / (hi - lo));
   if (threshold !== null && threshold !== undefined) {
     ctx.strokeStyle = color("--threshold"); ctx.setLineDash([6, 4]); ctx.lineWidth = 2;
     ctx.beginPath(); ctx.moveTo(pad, y(threshold)); ctx.lineTo(w - pad, y(threshold)); ctx.stroke(); ctx.setLineDash([]);
+  }
+  ctx.fillStyle = color("--muted"); ctx.font = "12px system-ui, sans-serif";
+  const step = duration > 20 ? 5 : duration > 5 ? 1 : duration > 1 ? 0.5 : 0.1;
+  for (let t = 0; t <= duration + 1e-9; t += step) {  // time axis, in seconds
+    ctx.fillRect(x(t), h - axis, 1, 4);
+    ctx.fillText(`${Number(t.toFixed(1))} s`, Math.min(x(t) + 2, w - 40), h - 4);
+  }
+  if (threshold !== null && threshold !== undefined) {
+    ctx.fillStyle = color("--threshold");
+    ctx.fillText(`threshold (${domain} ${threshold.toFixed(3)})`, pad + 4, Math.max(14, y(threshold) - 4));
   }
   ctx.lineWidth = 1.5; ctx.strokeStyle = color("--fg"); ctx.beginPath();
   state.windows.forEach((s, i) => { const px = x((s.start_s + s.end_s) / 2), py = y(s[domain]); if (i) ctx.lineTo(px, py); else ctx.moveTo(px, py); });
