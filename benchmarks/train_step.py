@@ -22,9 +22,9 @@ import time
 from datetime import date
 
 import torch
+from features import cpu_name
 from torch import nn
 
-from features import cpu_name
 from plastispoof.config import TrainConfig
 from plastispoof.cost import count_flops
 from plastispoof.models.base import build_model, count_parameters

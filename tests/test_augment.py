@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_run import tiny_config, write_tiny_corpus
 
 from plastispoof import runs
 from plastispoof.augment import codecs
 from plastispoof.augment.noise import COLOURS, add_at_snr, coloured_noise
 from plastispoof.augment.pipeline import AugmentPipeline, parse_augment, telephone_band
-from plastispoof.augment.rawboost import (RawBoostParams, coloured_noise as rawboost_coloured, convolutive_noise,
-                                          impulsive_noise, rawboost)
+from plastispoof.augment.rawboost import RawBoostParams, convolutive_noise, impulsive_noise, rawboost
+from plastispoof.augment.rawboost import coloured_noise as rawboost_coloured
 from plastispoof.augment.reverb import generated_rir, measure_rt60, reverberate
 from plastispoof.config import validate
 from plastispoof.data.dataset import TrialDataset
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
 from plastispoof.training import train
-from tiny_run import tiny_config, write_tiny_corpus
 
 RATE = 16000
 

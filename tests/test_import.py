@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_run import tiny_config, write_tiny_corpus
 from typer.testing import CliRunner
 
 from plastispoof import runs
@@ -18,7 +19,6 @@ from plastispoof.models.aasist import read_state_dict
 from plastispoof.models.base import build_model
 from plastispoof.pretrained import import_checkpoint
 from plastispoof.training import train
-from tiny_run import tiny_config, write_tiny_corpus
 
 OFFICIAL_DIR = Path(__file__).resolve().parents[2] / "shared/data/aasist"
 AASIST_L = OFFICIAL_DIR / "AASIST-L.pth"

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 import torch
+from tiny_run import write_tiny_corpus
 
 from plastispoof.analysis.nes2net import backend_macs, reproduce_nes2net
 from plastispoof.cost import count_flops
 from plastispoof.errors import InputError
 from plastispoof.models.ssl import SSLFrontend
 from plastispoof.runs import load_run_model
-from tiny_run import write_tiny_corpus
 
 # 64-wide features: Nes2Net's 8 groups of 8 channels, its inner scale 8
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
@@ -70,6 +70,7 @@ def test_bad_inputs_are_one_line_errors(corpus, tmp_path):
         reproduce_nes2net(corpus, tmp_path, backends=["nope"])
     with pytest.raises(InputError, match="holds no wav2vec2 encoder"):
         from tiny_run import tiny_config
+
         from plastispoof.training import train
 
         run = train(tiny_config(tmp_path / "runs", corpus))

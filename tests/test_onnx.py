@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, write_tiny_corpus
 
-from plastispoof.calibration import calibrate
+from plastispoof.calibrate import calibrate
+from plastispoof.calibration import read_calibration
+from plastispoof.detectors import load_detector
 from plastispoof.errors import InputError
 from plastispoof.inference import Detector
 from plastispoof.onnx_export import export_onnx
 from plastispoof.onnx_runtime import OnnxDetector, read_export_metadata
 from plastispoof.training import train
-from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, write_tiny_corpus
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,8 @@ def test_export_scores_like_pytorch_with_card_and_calibration_beside_and_inside(
              subtype="FLOAT")
     sf.write(tmp_path / "short.wav", bonafide_like(rng, 2000), SAMPLE_RATE, subtype="FLOAT")
     reference = Detector.from_run(calibrated_run, device="cpu")
-    reference.use_calibration(calibrated_run / "calibration.json")
-    onnx = Detector.from_onnx(out)
+    reference.use_calibration(read_calibration(calibrated_run / "calibration.json"))
+    onnx = load_detector(onnx=out)
     assert isinstance(onnx, OnnxDetector) and onnx.calibration is not None
     paths = [tmp_path / "long.wav", tmp_path / "short.wav"]
     for mine, theirs in zip(onnx.iter_results(paths, segments=True, operating_point="bayes"),
@@ -119,8 +121,8 @@ def embedded_eval(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, args", [("resnet18", {}), ("grnn", {}), ("aasist", {}), ("wav2vec2-small", {})])
 def test_built_in_models_export_within_1e_4_on_the_embedded_eval_set(name, args, embedded_eval, tmp_path):
-    from plastispoof.models.base import build_model
     from plastispoof.models.aasist import OFFICIAL_MODELS
+    from plastispoof.models.base import build_model
 
     torch.manual_seed(0)
     model = build_model(name, **args).eval()

@@ -6,12 +6,18 @@ import json
 import random
 
 import pytest
-
-from plastispoof.analysis.tradeoff import (CONTROL, TradeoffRow, aggregate, equal_flops_width, pareto_front,
-                                           reproduce_tradeoff, write_tradeoff)
-from plastispoof.errors import InputError
-
 from tiny_run import write_tiny_corpus
+
+from plastispoof.analysis.tradeoff import (
+    CONTROL,
+    TradeoffRow,
+    aggregate,
+    equal_flops_width,
+    pareto_front,
+    reproduce_tradeoff,
+    write_tradeoff,
+)
+from plastispoof.errors import InputError
 
 
 def _dominated(point, other) -> bool:

@@ -1,10 +1,9 @@
 """Audio in and out: load any file as mono float32 at one rate, crop / pad to a fixed length, slide windows.
 
-Decoding goes through soundfile (libsndfile reads WAV, FLAC, OGG/Opus and MP3); the containers libsndfile cannot
-read (m4a, aac, ...) fall back to librosa, which needs an ffmpeg/gstreamer backend on the machine. Bytes held in
-memory (a service's uploads) are decoded the same way without a file (:func:`decode_audio`), PyAV standing in
-for librosa. Resampling
-uses soxr (librosa's own resampler), which is exact for any pair of rates.
+Decoding goes through soundfile (libsndfile reads WAV, FLAC, OGG/Vorbis and MP3); what libsndfile cannot read
+(m4a / AAC, Opus, WebM, ...) is decoded by PyAV (FFmpeg's libraries in the ``av`` wheel, already a dependency
+for the codec round trips). Resampling uses soxr, which is exact for any pair of rates. Bytes held in memory (a
+service's uploads) are decoded the same way without a file (:func:`decode_audio`).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,65 +22,65 @@ from plastispoof.errors import InputError
 
 ASVSPOOF_NUM_SAMPLES = 64600  # about 4 s at 16 kHz: the crop / pad length of the ASVspoof baselines
 SILENCE_LEVEL = 1e-7  # below this peak a file is digital silence
-# Containers libsndfile cannot read. Only these go to librosa: its first call costs seconds of imports, which a
-# corrupt WAV should not pay.
-_LIBROSA_SUFFIXES = (".m4a", ".mp4", ".aac", ".wma", ".webm")
+MAX_SECONDS = 600.0  # longer files are refused unless the caller raises the limit (score --max-seconds)
+# Containers libsndfile cannot read go straight to PyAV.
+_PYAV_SUFFIXES = (".m4a", ".mp4", ".aac", ".opus", ".wma", ".webm", ".amr")
 _BLOCK_FRAMES = 1 << 16
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *, max_seconds: float = 600.0,
-               allow_silent: bool = False) -> np.ndarray:
+def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *, max_seconds: float = MAX_SECONDS,
+               allow_silent: bool = False, on_conversion: Callable[[str, str], None] | None = None) -> np.ndarray:
     """Decode ``path`` to a 1-D float32 array: channels averaged to mono, resampled to ``sample_rate``.
 
     Raises :class:`InputError` naming the file when it is missing, cannot be decoded, holds no samples,
-    holds NaN/Inf, is digital silence (unless ``allow_silent``) or is longer than ``max_seconds``
-    (:class:`AudioTooLong`).
+    holds NaN/Inf, is digital silence (unless ``allow_silent``) or is longer than ``max_seconds`` (0: no limit;
+    :class:`AudioTooLong`). ``on_conversion(kind, text)`` is told when channels were averaged (``"channels"``) or
+    the rate changed (``"rate"``), so a caller can say so once.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file not found: {path}")
-    if path.suffix.lower() in _LIBROSA_SUFFIXES:
-        samples, source_rate = _decode_with_librosa(path, max_seconds)
+    label = f"audio file {path}"
+    if path.suffix.lower() in _PYAV_SUFFIXES:
+        samples, source_rate, channels = _decode_with_pyav(str(path), label, max_seconds or float("inf"))
     else:
-        samples, source_rate = _decode(path, f"audio file {path}", max_seconds)
-    return _checked(samples, source_rate, sample_rate, f"audio file {path}", allow_silent)
+        samples, source_rate, channels = _decode(path, label, max_seconds or float("inf"))
+    _check_samples(samples, label, allow_silent)
+    if on_conversion is not None and channels > 1:
+        on_conversion("channels", f"{path.name} has {channels} channels: they were averaged to mono (and so were "
+                                  "those of any other multi-channel file)")
+    if source_rate != sample_rate and samples.size and on_conversion is not None:
+        on_conversion("rate", f"{path.name} is at {source_rate} Hz: resampled to the model's {sample_rate} Hz "
+                              "(and so is any other file at another rate)")
+    return _at_rate(samples, source_rate, sample_rate, label)
 
 
-def decode_audio(data: bytes, sample_rate: int = 16000, *, name: str = "the upload", max_seconds: float = 600.0,
+def decode_audio(data: bytes, sample_rate: int = 16000, *, name: str = "the upload", max_seconds: float = MAX_SECONDS,
                  allow_silent: bool = False) -> np.ndarray:
-    """:func:`load_audio` for encoded bytes held in memory (an upload): nothing touches the filesystem.
+    """:func:`load_audio` for encoded bytes held in memory (a service's uploads): nothing touches the filesystem.
 
-    libsndfile reads WAV, FLAC, OGG/Opus and MP3 from memory; other containers (m4a, webm, ...) are decoded with
-    PyAV, also from memory. ``name`` only labels error messages. The same checks and errors as
-    :func:`load_audio`.
+    libsndfile reads WAV, FLAC, OGG and MP3 from memory; what it cannot read (m4a, Opus, WebM, ...) PyAV decodes,
+    also from memory. ``name`` labels error messages. The same checks and errors as :func:`load_audio`.
     """
-    label = name
     if not data:
-        raise InputError(f"{label} is empty (0 bytes)")
-    try:
-        samples, source_rate = _decode(io.BytesIO(data), label, max_seconds)
-    except AudioTooLong:
-        raise
-    except InputError as soundfile_error:
-        try:
-            samples, source_rate = _decode_with_pyav(data, label, max_seconds)
-        except AudioTooLong:
-            raise
-        except InputError:
-            raise soundfile_error from None
-    return _checked(samples, source_rate, sample_rate, label, allow_silent)
+        raise InputError(f"{name} is empty (0 bytes)")
+    samples, source_rate, _ = _decode(io.BytesIO(data), name, max_seconds or float("inf"))
+    _check_samples(samples, name, allow_silent)
+    return _at_rate(samples, source_rate, sample_rate, name)
 
 
 class AudioTooLong(InputError):
-    """Audio longer than the caller's limit (a service answers 413 for it, not 422)."""
+    """Audio longer than the caller's limit (a service answers 413 for it rather than 422)."""
 
 
-def _checked(samples: np.ndarray, source_rate: int, sample_rate: int, label: str, allow_silent: bool) -> np.ndarray:
-    """Mono ``samples`` at ``source_rate`` checked (finite, not silent, not empty) and resampled."""
+def _check_samples(samples: np.ndarray, label: str, allow_silent: bool) -> None:
     if not np.isfinite(samples).all():
         raise InputError(f"{label} contains NaN or infinite samples")
     if samples.size and not allow_silent and np.abs(samples).max() < SILENCE_LEVEL:
         raise InputError(f"{label} is digital silence (every sample below {SILENCE_LEVEL:g})")
+
+
+def _at_rate(samples: np.ndarray, source_rate: int, sample_rate: int, label: str) -> np.ndarray:
     if source_rate != sample_rate and samples.size:
         samples = soxr.resample(samples, source_rate, sample_rate, quality="HQ")
     if samples.size == 0:
@@ -89,68 +88,59 @@ def _checked(samples: np.ndarray, source_rate: int, sample_rate: int, label: str
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
-def _decode(source: Path | io.BytesIO, label: str, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Mono float32 samples of ``source`` (a path or bytes in memory) at its own rate, read by libsndfile."""
+def _decode(source: Path | io.BytesIO, label: str, max_seconds: float) -> tuple[np.ndarray, int, int]:
+    """Mono float32 samples of ``source`` (a path, or bytes in memory) at its own rate, the rate and the number of
+    channels averaged."""
     try:
-        # NaN / Inf samples are reported by _checked, not as numpy warnings while down-mixing.
+        # NaN / Inf samples are reported by _check_samples, not as numpy warnings while down-mixing.
         with sf.SoundFile(source) as audio, np.errstate(invalid="ignore", over="ignore"):
             _check_header(label, audio.frames, audio.samplerate, max_seconds)
             # Down-mix block by block so a many-channel file never sits in memory whole.
             blocks = [block.mean(axis=1) for block in
                       audio.blocks(_BLOCK_FRAMES, dtype="float32", always_2d=True)]
-            return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), audio.samplerate
+            samples = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+            return samples, audio.samplerate, audio.channels
     except InputError:
         raise
     except sf.LibsndfileError as err:
+        if "Format not recognised" in err.error_string:  # a container libsndfile lacks: PyAV may know it
+            if isinstance(source, io.BytesIO):
+                source.seek(0)
+            return _decode_with_pyav(source if isinstance(source, io.BytesIO) else str(source), label, max_seconds,
+                                     err.error_string)
         raise InputError(f"cannot decode {label}: {err.error_string}") from err
     except (RuntimeError, ValueError, TypeError, OSError, EOFError) as err:
         raise InputError(f"cannot decode {label}: {err}") from err
 
 
-def _decode_with_pyav(data: bytes, label: str, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Mono float32 samples of an in-memory container libsndfile cannot read, decoded by PyAV (FFmpeg)."""
-    import av
+def _decode_with_pyav(source: str | io.BytesIO, label: str, max_seconds: float,
+                      soundfile_error: str | None = None) -> tuple[np.ndarray, int, int]:
+    import av  # FFmpeg's libraries load in ~0.1 s; only files libsndfile cannot read pay for them
 
-    blocks: list[np.ndarray] = []
-    rate = 0
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
+        with av.open(source) as container:
             if not container.streams.audio:
-                raise InputError(f"cannot decode {label}: no audio stream in it")
+                raise InputError(f"cannot decode {label}: it holds no audio stream")
             stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono")
-            total = 0
+            rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
+            # Decoded as float32 planar by FFmpeg's resampler at the file's own rate (soxr resamples later).
+            to_float = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=rate)
+            blocks, frames = [], 0
             for frame in container.decode(stream):
-                rate = rate or frame.sample_rate
-                for mono in resampler.resample(frame):
-                    block = mono.to_ndarray().reshape(-1)
-                    total += len(block)
-                    blocks.append(block)
-                _check_header(label, total, rate, max_seconds)
+                for chunk in to_float.resample(frame):
+                    block = chunk.to_ndarray()
+                    blocks.append(block.mean(axis=0))
+                    frames += block.shape[1]
+                _check_header(label, frames, rate, max_seconds)
+            for chunk in to_float.resample(None):
+                blocks.append(chunk.to_ndarray().mean(axis=0))
     except InputError:
         raise
-    except (av.FFmpegError, ValueError, OSError, EOFError, RuntimeError) as err:
-        raise InputError(f"cannot decode {label}: {err}") from err
-    if not rate:
-        raise InputError(f"{label} holds no samples")
-    return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)).astype(np.float32), rate
-
-
-def _decode_with_librosa(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
-    import librosa
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # librosa warns that it is falling back to audioread
-            # Decode one second past the limit: enough to tell "too long" without decoding a huge file.
-            samples, rate = librosa.load(path, sr=None, mono=False, duration=max_seconds + 1.0)
-    except Exception as err:  # audioread raises backend-specific types; all mean "cannot decode"
-        raise InputError(f"cannot decode audio file {path}: libsndfile cannot read {path.suffix} files and "
-                         f"no audioread backend (ffmpeg, gstreamer) could ({type(err).__name__})") from err
-    samples = np.asarray(samples, dtype=np.float32)
-    mono = samples.mean(axis=0) if samples.ndim == 2 else samples
-    _check_header(f"audio file {path}", len(mono), rate, max_seconds)
-    return mono, int(rate)
+    except (av.error.FFmpegError, ValueError, OSError) as err:
+        # Bytes neither library reads: libsndfile's reason is the one people know ("Format not recognised").
+        raise InputError(f"cannot decode {label}: {soundfile_error or err}") from err
+    samples = np.concatenate(blocks).astype(np.float32) if blocks else np.zeros(0, np.float32)
+    return samples, int(rate or 0), int(channels or 1)
 
 
 def _check_header(label: str, frames: int, rate: int, max_seconds: float) -> None:

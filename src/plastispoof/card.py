@@ -8,7 +8,7 @@ sizes' caps, seed; None for imported weights, which have ``source`` instead); ``
 (name, epochs, parameters, dev EER); ``dev_eer`` and ``dev_thresholds`` (each named by its scoring convention);
 ``calibration`` (a summary of ``calibration.json``, or None); ``input`` (sample rate, samples, seconds);
 ``score_direction``; ``toolkit`` version and ``git_commit``; ``weights_sha256`` (the weights' hash of
-:func:`plastispoof.calibration.model_hash`, which a calibration must match).
+:func:`plastispoof.weights_hash.model_hash`, which a calibration must match).
 Fields written by the importer (``source``, ``imported``, ``trained_here``) are kept.
 """
 
@@ -18,8 +18,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from plastispoof.calibration import CALIBRATION
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json
+from plastispoof.onnx_runtime import read_export_metadata
+from plastispoof.scoring import run_threshold
+from plastispoof.weights_hash import state_hash
 
 CARD = "card.json"
 SCORE_DIRECTION = ("higher = more bona fide: score = bona fide logit - spoof logit (logit index 1 = bona fide, "
@@ -39,9 +43,7 @@ def calibration_summary(calibration: dict[str, Any] | None) -> dict[str, Any] | 
 def run_card(run_dir: str | Path, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """The card of a run directory, from its meta.json, config.yaml and calibration.json; ``base`` (default:
     the card already there) supplies fields the run files do not hold (e.g. an import's ``source``)."""
-    from plastispoof import runs
-    from plastispoof.calibration import CALIBRATION, state_hash
-    from plastispoof.scoring import run_threshold
+    from plastispoof import runs  # PyTorch (safetensors.torch): only a run's card needs it, not an export's
 
     run_dir = Path(run_dir)
     meta = runs.read_meta(run_dir)
@@ -84,7 +86,7 @@ def run_card(run_dir: str | Path, base: dict[str, Any] | None = None) -> dict[st
         "score_direction": SCORE_DIRECTION,
         "toolkit": (meta.get("versions") or {}).get("plastispoof"),
         "git_commit": meta.get("git_commit"),
-        "weights_sha256": weights_hash,  # plastispoof.calibration.model_hash of the weights
+        "weights_sha256": weights_hash,  # plastispoof.weights_hash.model_hash of the weights
     }
     return card
 
@@ -106,8 +108,6 @@ def read_card(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"no run directory, card.json or ONNX file at {path}")
     if path.suffix == ".onnx":
-        from plastispoof.onnx_runtime import read_export_metadata
-
         return read_export_metadata(path)["card"]
     try:
         card = json.loads(path.read_text())

@@ -23,19 +23,30 @@ import torch
 from torch import nn
 
 from plastispoof import runs
+from plastispoof.calibration import CALIBRATION, read_calibration
+from plastispoof.data.dataset import subsample
+from plastispoof.data.feature_cache import first_crop_features
+from plastispoof.data.protocols import read_dataset
 from plastispoof.data.trials import BONAFIDE, Trial
 from plastispoof.fileio import atomic_write_json
+from plastispoof.inference import Detector
+from plastispoof.llr_metrics import llr_report, plot_reliability, reliability
 from plastispoof.metrics import compute_report, format_report
 from plastispoof.score_files import write_scores
-from plastispoof.scoring import (CONVENTION_TEXT, FIRST_CROP, WINDOW_MEAN, run_threshold, score_trials,
-                                 window_mean_scores)
+from plastispoof.scoring import (
+    CONVENTION_TEXT,
+    FIRST_CROP,
+    WINDOW_MEAN,
+    run_threshold,
+    score_trials,
+    window_mean_scores,
+)
+from plastispoof.weights_hash import model_hash
 
 
 def load_run_and_trials(run_dir: str | Path, dataset: str, root: str | Path, subset: str):
     """A run's config, rebuilt model and meta, and the trials to score: ``data.max_eval`` (a seeded subset)
     applies when the run set it. Shared by evaluation and the MoLEx expert-usage report."""
-    from plastispoof.data.dataset import subsample
-    from plastispoof.data.protocols import read_dataset
 
     cfg = runs.read_run_config(run_dir)
     model, meta = runs.load_run_model(run_dir)
@@ -52,7 +63,6 @@ def cached_first_crop_scores(cfg: Any, model: nn.Module, trials: Sequence[Trial]
     frontend = getattr(model, "frontend", None)
     if not cfg.data.feature_cache or not getattr(frontend, "freeze", False) or not hasattr(frontend, "cache_key"):
         return None
-    from plastispoof.data.feature_cache import first_crop_features
 
     features = first_crop_features(trials, frontend, cfg.data.feature_cache, cfg.data.num_samples,
                                    cfg.data.sample_rate)
@@ -72,7 +82,6 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
     LLRs: ``calibrated`` reports their ``act_dcf``, ``cllr`` and ``min_cllr``, and the LLR score file and a
     reliability diagram are written too; otherwise ``calibrated`` says why not.
     """
-    from plastispoof.inference import Detector
     from plastispoof.plots import plot_det, plot_score_histograms
 
     run_dir = Path(run_dir)
@@ -117,8 +126,6 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
 def _calibrated_metrics(run_dir: Path, model: nn.Module, convention: str, trials: Sequence[Trial],
                         scores: dict[str, float], stem: str, files: dict[str, Path]) -> dict[str, Any] | None:
     """LLR metrics of the run's calibration applied to ``scores`` (None when the run has no calibration)."""
-    from plastispoof.calibration import CALIBRATION, model_hash, read_calibration
-    from plastispoof.llr_metrics import llr_report, plot_reliability, reliability
 
     path = run_dir / CALIBRATION
     if not path.is_file():

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from plastispoof.analysis.recipes import REPO, RECIPE, load_recipe, merge_dicts, run_cell, run_config, run_name
+from plastispoof.analysis.recipes import RECIPE, REPO, load_recipe, merge_dicts, run_cell, run_config, run_name
 from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.capacity import build_strategy
 from plastispoof.capacity.dynamic_width.flops import BUDGET_NAME

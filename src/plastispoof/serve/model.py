@@ -1,43 +1,25 @@
-"""The model behind the service: THE one place ``serve``'s model options become a scorer (a PyTorch
-:class:`~plastispoof.inference.Detector` or an ONNX :class:`~plastispoof.onnx_runtime.OnnxDetector`, both with
-the ``score`` verb's results), its card, and what ``GET /v1/model`` says about it."""
+"""The model behind the service: the scorer ``serve``'s model options name (through
+:func:`plastispoof.detectors.load_detector`, as every scoring verb), its card, and what ``GET /v1/model`` says."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from plastispoof.errors import InputError
 from plastispoof.results import CalibratedScoring, DecisionRule
 
 
 def load_scorer(run: str | Path | None = None, onnx: str | Path | None = None, model: str | None = None,
-                weights: str | Path | None = None, calibration: str | Path | None = None, threads: int = 1
+                weights: str | Path | None = None, calibration: str | Path | None = None, precision: str = "float32"
                 ) -> tuple[CalibratedScoring, dict[str, Any] | None]:
-    """The scorer and its model card (None for foreign weights, which have none). As ``score``: a run's own
-    ``calibration.json`` is used unless ``calibration`` names another; an export carries its own. Exactly one
-    of ``run``, ``onnx`` or ``model`` + ``weights``."""
+    """The scorer (:func:`plastispoof.detectors.load_detector`: exactly one of ``run``, ``onnx`` or ``model`` +
+    ``weights``, with ``calibration`` or the run's / export's own, as ``score``) and its model card (None for
+    foreign weights, which have none)."""
     from plastispoof.card import read_card
+    from plastispoof.detectors import load_detector
 
-    given = [name for name, value in (("--run", run), ("--onnx", onnx), ("--model/--weights", model or weights))
-             if value is not None]
-    if len(given) != 1:
-        raise InputError("say which model serves, with exactly one of --run RUN, --onnx model.onnx or --model "
-                         f"NAME --weights FILE (got {', '.join(given) or 'none'})")
-    if onnx is not None:
-        from plastispoof.onnx_runtime import OnnxDetector
-
-        scorer = OnnxDetector.from_onnx(onnx, threads=threads, use_calibration=calibration is None)
-        card = read_card(onnx)
-    else:
-        from plastispoof.inference import Detector
-
-        scorer = Detector.from_run(run) if run is not None else Detector.from_weights(model, weights)
-        card = read_card(run) if run is not None else None
-        if calibration is None and run is not None and (Path(run) / "calibration.json").is_file():
-            calibration = Path(run) / "calibration.json"
-    if calibration is not None:
-        scorer.use_calibration(calibration)
+    scorer = load_detector(run, model, weights, onnx, calibration, precision)
+    card = read_card(run if run is not None else onnx) if run is not None or onnx is not None else None
     return scorer, card
 
 

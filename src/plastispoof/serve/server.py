@@ -38,7 +38,8 @@ def read_api_key(path: str | Path | None) -> bytes | None:
 
 def run_server(*, run: str | Path | None = None, onnx: str | Path | None = None, model: str | None = None,
                weights: str | Path | None = None, calibration: str | Path | None = None,
-               operating_point: str | None = None, prior: float = 0.5, host: str = "127.0.0.1", port: int = 8000,
+               operating_point: str | None = None, prior: float = 0.5, precision: str = "float32",
+               host: str = "127.0.0.1", port: int = 8000,
                api_key_file: str | Path | None = None, cors_origin: str | None = None, **limits: Any) -> None:
     """``plastispoof serve``: serve a model (exactly one of ``run``, ``onnx``, ``model`` + ``weights``) over HTTP
     until SIGINT / SIGTERM (see the module notes), within ``limits`` (the fields of :class:`Limits`). Logs one
@@ -48,7 +49,7 @@ def run_server(*, run: str | Path | None = None, onnx: str | Path | None = None,
     limits = Limits(**limits)
     api_key = read_api_key(api_key_file)
     scorer, card = load_scorer(run=run, onnx=onnx, model=model, weights=weights, calibration=calibration,
-                               threads=max(1, (os.cpu_count() or 1) // limits.threads))
+                               precision=precision)
     if "torch" in sys.modules:  # the workers share the cores: one worker's operators should not take them all
         import torch
 

@@ -14,8 +14,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from plastispoof.data.copysynth.corpus import (MANIFEST_NAME, Source, find_sources, lofo_root, read_manifest,
-                                               write_copysynth_corpus)
+from plastispoof.data.copysynth.corpus import (
+    MANIFEST_NAME,
+    Source,
+    find_sources,
+    lofo_root,
+    read_manifest,
+    write_copysynth_corpus,
+)
 from plastispoof.data.copysynth.recipes import RECIPE_TTS, RECIPES, recipe_sources
 from plastispoof.errors import InputError
 

@@ -231,7 +231,7 @@ def choose_families(attacks: list[str] | None, tts: list[str] | None, languages:
             raise InputError(f"unknown copy-synthesis family or attack {name!r}; known: {known}")
         usable = [a for a in members if a.available()]
         if explicit and len(usable) < len(members):
-            lacking = sorted({e for a in members for e in a.encoders if a not in usable})
+            lacking = sorted({e for a in members for e in a.codecs if a not in usable})
             raise InputError(f"{name} needs the {', '.join(lacking)} encoder(s), which this PyAV / FFmpeg build lacks")
         for attack in usable:
             chosen.setdefault(attack.family, [])
