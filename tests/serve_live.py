@@ -20,7 +20,7 @@ from plastispoof.serve.model import load_scorer
 
 def calibrated_tiny_run(out: Path, corpus: Path) -> Path:
     """A trained ``tiny-test`` run (windows of 1600 samples = 0.1 s) with its calibration.json."""
-    from plastispoof.calibration import calibrate
+    from plastispoof.calibrate import calibrate
     from plastispoof.training import train
 
     run = train(tiny_config(out, corpus))

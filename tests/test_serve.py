@@ -22,7 +22,7 @@ import soundfile as sf
 from serve_live import LiveServer, calibrated_tiny_run, clip, encoded
 from tiny_run import SAMPLE_RATE, grnn_config
 
-from plastispoof.inference import Detector
+from plastispoof.detectors import load_detector
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +58,7 @@ def reference(run_dir: Path, tmp_path: Path, audio: np.ndarray, segments: bool =
     """What ``score --json`` says for ``audio`` written to a file."""
     path = tmp_path / "reference.wav"
     sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
-    detector = Detector.from_run(run_dir, device="cpu")
-    detector.use_calibration(run_dir / "calibration.json")
+    detector = load_detector(run=run_dir, device="cpu")  # as score loads it: with the run's calibration
     return next(iter(detector.iter_results([path], segments=segments, **options))).as_dict()
 
 

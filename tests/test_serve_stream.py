@@ -18,7 +18,7 @@ from tiny_run import SAMPLE_RATE
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from plastispoof.inference import Detector
+from plastispoof.detectors import load_detector
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +37,7 @@ def server(run_dir):
 
 @pytest.fixture(scope="module")
 def detector(run_dir):
-    detector = Detector.from_run(run_dir, device="cpu")
-    detector.use_calibration(run_dir / "calibration.json")
+    detector = load_detector(run=run_dir, device="cpu")  # as score loads it: with the run's calibration
     return detector
 
 
@@ -46,7 +45,7 @@ def pcm16(audio: np.ndarray) -> bytes:
     return (np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2")).tobytes()
 
 
-def score_segments(detector: Detector, path: Path) -> dict:
+def score_segments(detector, path: Path) -> dict:
     """``score --segments --json`` of one file."""
     return next(iter(detector.iter_results([path], segments=True))).as_dict()
 
