@@ -288,6 +288,28 @@ def test_a_request_over_the_time_limit_gets_504(tight):
     assert_still_serves(tight.url)
 
 
+def test_an_upload_slower_than_the_time_limit_gets_408(tight):
+    with socket.create_connection(("127.0.0.1", tight.port)) as sock:
+        sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\nContent-Length: 9000\r\n\r\n"
+                     + b"RIFF")
+        sock.settimeout(10)
+        answer = b""
+        while not answer.endswith(b"}"):
+            answer += sock.recv(4096) or b"}"
+        answer = answer.decode()
+    assert answer.startswith("HTTP/1.1 408") and "the upload took longer than the 1 s limit" in answer
+    assert_still_serves(tight.url)
+
+
+def test_the_cli_refuses_bad_options_with_one_line():
+    for args, words in ((["--run", "r", "--onnx", "m.onnx"], "give one model"),
+                        (["--run", "r", "--threads", "0"], "--threads must be at least 1")):
+        done = subprocess.run([sys.executable, "-m", "plastispoof.cli", "serve", *args], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+        assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_a_client_that_disconnects_mid_upload(server):
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\nContent-Length: 100000\r\n\r\n"

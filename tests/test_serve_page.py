@@ -114,3 +114,34 @@ def test_recording_from_the_microphone_streams_a_growing_timeline(server, tmp_pa
             assert page.locator("#record").get_attribute("aria-pressed") == "false"
         finally:
             browser.close()
+
+
+def test_the_page_asks_for_the_api_key_once_and_follows_dark_mode(tmp_path, corpus):
+    from playwright.sync_api import expect, sync_playwright
+
+    live = LiveServer(calibrated_tiny_run(tmp_path / "runs", corpus), api_key=b"page-key")
+    path = tmp_path / "a.flac"
+    sf.write(path, clip(0.4, "bonafide", seed=4), SAMPLE_RATE)
+    try:
+        with sync_playwright() as playwright:
+            browser = launch(playwright)
+            try:
+                page = browser.new_page(color_scheme="dark")
+                page.goto(live.url)
+                expect(page.locator("#key-section")).to_be_visible()
+                expect(page.locator("#api-key")).to_be_focused()
+                page.keyboard.type("page-key")
+                page.keyboard.press("Enter")
+                expect(page.locator("#model-description")).to_contain_text("tiny-test model")
+                expect(page.locator("#key-section")).to_be_hidden()
+                page.set_input_files("#file-input", str(path))
+                expect(page.locator("#status")).to_contain_text("Scored a.flac", timeout=20000)
+                page.reload()  # the key is kept for the tab: not asked again
+                expect(page.locator("#model-description")).to_contain_text("tiny-test model")
+                expect(page.locator("#key-section")).to_be_hidden()
+                background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+                assert background == "rgb(18, 19, 23)"  # the dark palette
+            finally:
+                browser.close()
+    finally:
+        live.stop()

@@ -4,6 +4,7 @@ code (:meth:`~plastispoof.results.CalibratedScoring.iter_results` on audio decod
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from importlib import resources
@@ -123,8 +124,11 @@ def create_app(state: ServiceState, cors_origin: str | None = None):
     async def scored(request: Request, segments: bool, operating_point: str | None, prior: float,
                      single: bool) -> tuple[list[dict], float]:
         started = time.perf_counter()
-        try:
-            body = await read_body(request, state.limits.max_upload_bytes)
+        try:  # a client that sends its body too slowly holds a connection, not a worker: bounded all the same
+            body = await asyncio.wait_for(read_body(request, state.limits.max_upload_bytes), state.limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise ServiceError(408, f"the upload took longer than the {state.limits.timeout_s:g} s limit "
+                                    "(--timeout-s)") from None
         except ClientGone:
             request.scope["state"]["status"] = 499
             raise ServiceError(499, "the client disconnected before its upload was complete") from None
