@@ -45,8 +45,9 @@ def server(tmp_path_factory, corpus):
 
 
 def launch(playwright, *args: str):
-    return playwright.chromium.launch(executable_path=chromium_path(), headless=True,
-                                      args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required", *args])
+    # --no-sandbox: CI runs as root; --disable-dev-shm-usage: containers often have a small /dev/shm
+    flags = ["--no-sandbox", "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required"]
+    return playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=[*flags, *args])
 
 
 def test_uploading_a_flac_shows_the_verdict_and_the_timeline(server, tmp_path):

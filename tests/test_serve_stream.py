@@ -170,10 +170,11 @@ def test_short_resampled_and_container_streams_match_score_segments(server, dete
 def closing_error(url: str, first: object | None, then: list | None = None) -> tuple[dict, int]:
     """The error message and close code a stream gets for ``first`` (None: send nothing) and ``then``."""
     with connect(url) as ws:
-        if first is not None:
-            ws.send(first if isinstance(first, (bytes, str)) else json.dumps(first))
-        for item in then or []:
-            ws.send(item if isinstance(item, (bytes, str)) else json.dumps(item))
+        try:
+            for item in ([] if first is None else [first]) + (then or []):
+                ws.send(item if isinstance(item, (bytes, str)) else json.dumps(item))
+        except ConnectionClosed:
+            pass  # the server refused before reading it all (its error is still there to read)
         messages = []
         try:
             while True:
@@ -204,6 +205,20 @@ def test_a_bad_stream_gets_its_error_and_the_server_keeps_serving(server, first,
     assert error["status"] == status and words in error["error"], error
     assert closed_with == code
     assert_still_serves(server)
+
+
+def test_more_streams_than_allowed_get_503(run_dir):
+    live = LiveServer(run_dir, max_streams=1)
+    try:
+        with connect(live.ws_url) as first:
+            first.send(json.dumps({"format": "pcm16", "sample_rate": SAMPLE_RATE}))
+            assert json.loads(first.recv(timeout=10))["type"] == "ready"
+            error, code = closing_error(live.ws_url, {"format": "pcm16", "sample_rate": SAMPLE_RATE})
+            assert error["status"] == 503 and "1 streams are open" in error["error"] and error["retry_after"] == 5
+            assert code == 1013
+        assert_still_serves(live)
+    finally:
+        live.stop()
 
 
 def test_a_stream_that_disconnects_mid_stream(server):

@@ -53,6 +53,7 @@ class ServiceState:
     metrics: ServiceMetrics = dataclasses.field(default_factory=ServiceMetrics)
     draining: bool = False
     in_flight: int = 0
+    streams_open: int = 0
     pool: InferencePool = None  # type: ignore[assignment]
     _rules: dict = dataclasses.field(default_factory=dict)
 

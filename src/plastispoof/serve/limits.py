@@ -33,14 +33,15 @@ class Limits:
     max_queue: int = 32  # jobs waiting for a worker at most; more get 503
     timeout_s: float = 60.0  # the longest a request waits for its result (504)
     stream_idle_s: float = 30.0  # a stream that sends nothing for this long is closed
+    max_streams: int = 16  # WebSocket streams open at once at most (each holds its audio); more get 503
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_duration_s", "timeout_s", "stream_idle_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.threads < 1 or self.max_queue < 0:
-            raise InputError(f"--threads must be at least 1 and --max-queue at least 0, got {self.threads} and "
-                             f"{self.max_queue}")
+        if self.threads < 1 or self.max_queue < 0 or self.max_streams < 1:
+            raise InputError(f"--threads must be at least 1, --max-queue at least 0 and max_streams at least 1, got "
+                             f"{self.threads}, {self.max_queue} and {self.max_streams}")
 
     @property
     def max_upload_bytes(self) -> int:

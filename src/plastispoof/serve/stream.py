@@ -102,12 +102,20 @@ class StreamSession:
         self.scores: list[float] = []
 
     async def run(self, authorization: str | None) -> None:
+        if self.state.streams_open >= self.limits.max_streams:  # each open stream holds its audio in memory
+            await self.ws.accept()
+            await self._fail(ServiceError(503, f"the service is busy: {self.state.streams_open} streams are open "
+                                               f"(at most {self.limits.max_streams}); retry later",
+                                          {"Retry-After": "5"}))
+            return
+        self.state.streams_open += 1
         self.state.metrics.streams.inc()
         try:
             await self._run(authorization)
         except ServiceError as err:
             await self._fail(err)
         finally:
+            self.state.streams_open -= 1
             self.state.metrics.streams.dec()
 
     async def _receive(self) -> dict[str, Any]:
@@ -133,7 +141,7 @@ class StreamSession:
                 raise ServiceError(401, "this service needs an API key: send it as \"api_key\" in the first "
                                         "message or as Authorization: Bearer <key>")
             try:
-                rule = self.state.rule(start.get("operating_point"), start.get("prior", 0.5))
+                rule = self.state.rule(start.get("operating_point"), start.get("prior"))
             except InputError as err:
                 raise ServiceError(422, str(err)) from None
             name = str(start.get("name") or "stream")
