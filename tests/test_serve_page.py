@@ -65,7 +65,7 @@ def test_uploading_a_flac_shows_the_verdict_and_the_timeline(server, tmp_path):
             expect(page.locator("#model-description")).to_contain_text("tiny-test model")
             expect(page.locator("#model-description")).to_contain_text("trained on the asv19-la corpus")
             page.set_input_files("#file-input", str(path))
-            expect(page.locator("#status")).to_contain_text("Scored upload.flac", timeout=20000)
+            expect(page.locator("#status")).to_contain_text("Scored upload.flac", timeout=60000)
             assert page.locator("#verdict").get_attribute("data-decision") == api["decision"]
             assert page.locator("#verdict").inner_text() == {"bonafide": "bona fide", "spoof": "spoof"}[api["decision"]]
             assert page.locator("#timeline").get_attribute("data-windows") == str(len(api["segments"])) == "19"
@@ -102,13 +102,13 @@ def test_recording_from_the_microphone_streams_a_growing_timeline(server, tmp_pa
             expect(page.locator("#model-description")).to_contain_text("tiny-test")
             page.click("#record")
             windows = page.locator("#timeline")
-            page.wait_for_function("Number(document.getElementById('timeline').dataset.windows) >= 3", timeout=20000)
+            page.wait_for_function("Number(document.getElementById('timeline').dataset.windows) >= 3", timeout=60000)
             early = int(windows.get_attribute("data-windows"))
             assert page.locator("#verdict").get_attribute("data-decision") in ("bonafide", "spoof")  # running verdict
             page.wait_for_function(f"Number(document.getElementById('timeline').dataset.windows) >= {early + 10}",
-                                   timeout=20000)
+                                   timeout=60000)
             page.click("#stop")
-            expect(page.locator("#status")).to_contain_text("Scored microphone", timeout=20000)
+            expect(page.locator("#status")).to_contain_text("Scored microphone", timeout=60000)
             final = int(windows.get_attribute("data-windows"))
             assert final >= early + 10
             assert page.locator("#verdict").get_attribute("data-decision") == api["decision"]
@@ -136,7 +136,7 @@ def test_the_page_asks_for_the_api_key_once_and_follows_dark_mode(tmp_path, corp
                 expect(page.locator("#model-description")).to_contain_text("tiny-test model")
                 expect(page.locator("#key-section")).to_be_hidden()
                 page.set_input_files("#file-input", str(path))
-                expect(page.locator("#status")).to_contain_text("Scored a.flac", timeout=20000)
+                expect(page.locator("#status")).to_contain_text("Scored a.flac", timeout=60000)
                 page.reload()  # the key is kept for the tab: not asked again
                 expect(page.locator("#model-description")).to_contain_text("tiny-test model")
                 expect(page.locator("#key-section")).to_be_hidden()

@@ -187,14 +187,25 @@ async function startRecording() {
     if (message.type === "ready") { state.rule = { ...state.rule, name: message.operating_point, domain: message.domain, threshold: message.threshold }; showOperatingPoint(state.rule); say("Recording… speak now; the timeline grows as you speak."); }
     else if (message.type === "window") {
       state.windows.push(message);
-      state.wave = concat(chunks); state.duration = state.wave.length / state.rate;
       showVerdict({ ...message.running, duration_s: message.running.duration_s });
-      draw();
+      scheduleDraw();
     } else if (message.type === "result") { state.wave = concat(chunks); showFinal(message); finishRecording(); }
     else if (message.type === "error") { say(`Stream stopped (${message.status}): ${message.error}`); finishRecording(); }
   };
   socket.onerror = () => say("The stream failed.");
   $("record").setAttribute("aria-pressed", "true"); $("record").disabled = true; $("stop").disabled = false; $("stop").focus();
+}
+
+// Windows may arrive faster than the screen refreshes: draw at most once a frame, joining the recorded chunks then.
+let drawPending = false;
+function scheduleDraw() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => {
+    drawPending = false;
+    if (state.recording) { state.wave = concat(state.recording.chunks); state.duration = state.wave.length / state.rate; }
+    draw();
+  });
 }
 
 function concat(chunks) {
