@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.signal
+from needs import skip_or_fail
 
 from plastispoof.augment.codecs import encoder_name
 from plastispoof.data.copysynth.vocoders import COPY_ATTACKS, analyse
@@ -274,7 +275,8 @@ def test_a_rebuild_with_other_families_drops_the_old_lofo_folders(bonafide, tmp_
     assert (tmp_path / "lofo" / "codec").is_dir()
     write_copysynth_corpus(tmp_path, sources, attacks=["lpc", "S01"], seed=3)
     assert sorted(p.name for p in (tmp_path / "lofo").iterdir()) == ["lpc", "sinusoidal"]
-    assert "K01" not in (tmp_path / "LA" / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.eval.trl.txt").read_text()
+    protocols = tmp_path / "LA" / "ASVspoof2019_LA_cm_protocols"
+    assert "K01" not in (protocols / "ASVspoof2019.LA.cm.eval.trl.txt").read_text()
 
 
 def test_a_silent_recording_is_named(bonafide, tmp_path):
@@ -324,7 +326,7 @@ def test_tts_takes_differ_by_seed_and_repeat_for_the_same_seed():
 def test_english_only_engines_speak_english_and_refuse_french(name):
     engine = TTS_ENGINES[name]
     if engine.missing():
-        pytest.skip(f"{name} not installed ({engine.missing()})")
+        skip_or_fail(f"{name} not installed ({engine.missing()})")
     audio, rate = engine.speak("Your new password has been saved.", "en", np.random.default_rng(0))
     assert rate == 16000 and 1.0 < len(audio) / rate < 5.0 and np.std(audio) > 0.01
     with pytest.raises(InputError, match=f"{name} cannot speak fr"):
@@ -406,8 +408,11 @@ def test_a_corpus_from_real_prompts_speaks_their_transcripts(french_prompts, tmp
     assert len(trials) == 3 * len(chosen) and {t.speaker for t in trials} == {"fr_CA_f_June"}
     bonafide = {t.utt_id: sf.info(str(t.path)).duration for t in trials if t.attack == "-"}
     spoken = {t.utt_id: sf.info(str(t.path)).duration for t in trials if t.attack == "T01"}
-    # eSpeak reads the same sentence as the speaker: durations of the same order (not a fixed built-in sentence).
-    assert sorted(spoken.values()) == pytest.approx(sorted(bonafide.values()), rel=0.6)
+    # eSpeak reads the speaker's own sentences: its durations follow theirs in proportion (a fixed built-in sentence
+    # would give near-equal durations, so the ratios would spread as widely as the prompts' lengths, here 1.7x).
+    ratios = np.array(sorted(spoken.values())) / np.array(sorted(bonafide.values()))
+    assert 0.5 < ratios.mean() < 1.5 and ratios.max() / ratios.min() < 1.25
+    assert max(bonafide.values()) / min(bonafide.values()) > 1.5  # the prompts differ enough for that to tell
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -428,7 +433,8 @@ def test_cli_writes_a_corpus_from_a_folder(bonafide, tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = read_manifest(tmp_path)
     assert manifest["families"]["codec"]["attacks"] == ["K01"] and set(manifest["lofo"]) == {"lpc", "codec"}
-    assert len(read_dataset("asv19-la", lofo_root(tmp_path, "codec"), "train")) == 2 * manifest["counts"]["train"]["bonafide"]
+    train_trials = read_dataset("asv19-la", lofo_root(tmp_path, "codec"), "train")
+    assert len(train_trials) == 2 * manifest["counts"]["train"]["bonafide"]
 
 
 @pytest.mark.parametrize("case", ["no audio", "missing engine", "one family", "both sources", "unknown family"])

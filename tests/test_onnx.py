@@ -157,8 +157,14 @@ def test_quantized_export_is_marked_and_stays_close(calibrated_run, tmp_path):
     kept = {node.name: node.op_type for node in graph.node}
     assert fixed and all(kept.get(name) in ("MatMul", "Conv", "Gemm") for name in fixed)  # features stay float
     rng = np.random.default_rng(3)
-    waves = rng.standard_normal((4, metadata["num_samples"])).astype(np.float32) * 0.1
+    waves = np.stack([bonafide_like(rng, metadata["num_samples"]) if i % 2 else spoof_like(rng, metadata["num_samples"])
+                      for i in range(16)]).astype(np.float32)
     quantized = OnnxDetector.from_onnx(tmp_path / "q.onnx").score_batch(waves)
     with torch.no_grad():
         expected = Detector.from_run(calibrated_run, device="cpu").model.score(torch.from_numpy(waves)).numpy()
-    assert np.all(np.isfinite(quantized)) and np.max(np.abs(quantized - expected)) < 0.5
+    # int8 moves a typical score by a small part of the scores' own spread, none by more than the spread itself
+    # (this tiny model's few weights quantise coarsely: the largest move here is about 0.6 of it)
+    spread, moved = np.std(expected), np.abs(quantized - expected)
+    assert spread > 0 and np.all(np.isfinite(quantized))
+    assert np.median(moved) < 0.1 * spread and np.max(moved) < spread
+    assert np.corrcoef(quantized, expected)[0, 1] > 0.9

@@ -234,4 +234,5 @@ def test_training_reads_frozen_features_from_the_cache(tmp_path, tiny_corpus):
     assert len(cached) >= 8  # at least the utterances of the batches seen
     assert (run / "model.safetensors").exists()
     with pytest.raises(InputError, match="SSL front-end"):
-        train(cfg.model_copy(update={"name": "no-ssl", "model": cfg.model.model_copy(update={"name": "grnn", "args": {}})}))
+        plain = cfg.model.model_copy(update={"name": "grnn", "args": {}})
+        train(cfg.model_copy(update={"name": "no-ssl", "model": plain}))

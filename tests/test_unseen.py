@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from needs import unless
 from tiny_run import write_tiny_corpus
 
 from plastispoof.analysis.unseen import read_families, reproduce_unseen, split_eers
@@ -98,7 +99,7 @@ def test_table_has_seen_and_held_out_eers_per_family_and_seed_and_reruns_skip(co
     assert [w.stat().st_mtime_ns for w in weights] == stamps  # finished runs are not trained again
 
 
-@pytest.mark.skipif(not OFFICIAL.is_file(), reason=f"official checkpoint not at {OFFICIAL}")
+@unless(OFFICIAL.is_file(), f"official checkpoint not at {OFFICIAL}")
 def test_pretrained_systems_start_from_the_imported_checkpoint_and_get_a_verdict(corpus, tmp_path):
     from plastispoof import runs
     from plastispoof.inference import Detector

@@ -21,13 +21,23 @@ from typing import Any
 from plastispoof.calibration import CALIBRATION
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json
+from plastispoof.models.base import model_class
 from plastispoof.onnx_runtime import read_export_metadata
 from plastispoof.scoring import run_threshold
 from plastispoof.weights_hash import state_hash
 
 CARD = "card.json"
-SCORE_DIRECTION = ("higher = more bona fide: score = bona fide logit - spoof logit (logit index 1 = bona fide, "
-                   "0 = spoof); llr = natural-log likelihood ratio bona fide vs spoof after calibration")
+def score_direction(model_name: str) -> str:
+    """What a model's score means, for its card: the direction, the model's own convention, what llr means.
+
+    >>> score_direction("aasist").split("; ")[0]
+    'higher = more bona fide: score = the bona fide logit alone (index 1), as the published AASIST code scores'
+    >>> score_direction("grnn").split("; ")[0]
+    'higher = more bona fide: score = bona fide logit - spoof logit (logit index 1 = bona fide, 0 = spoof)'
+    """
+    convention = model_class(model_name).score_convention
+    return (f"higher = more bona fide: score = {convention}; llr = natural-log likelihood ratio bona fide vs spoof "
+            "after calibration")
 CARD_METADATA_KEY = "plastispoof_card"
 
 
@@ -83,7 +93,7 @@ def run_card(run_dir: str | Path, base: dict[str, Any] | None = None) -> dict[st
         "input": {"sample_rate": inputs.get("sample_rate"), "num_samples": inputs.get("num_samples"),
                   "seconds": (inputs["num_samples"] / inputs["sample_rate"]) if inputs.get("sample_rate") else None,
                   "channels": 1, "pooling": "whole file: mean score over half-overlapping windows of num_samples"},
-        "score_direction": SCORE_DIRECTION,
+        "score_direction": score_direction(meta["model"]["name"]),
         "toolkit": (meta.get("versions") or {}).get("plastispoof"),
         "git_commit": meta.get("git_commit"),
         "weights_sha256": weights_hash,  # plastispoof.weights_hash.model_hash of the weights
@@ -136,15 +146,18 @@ def format_card(card: dict[str, Any]) -> str:
     strategy = card.get("strategy") or {}
     lines.append(f"strategy     {strategy.get('name')}: " + ", ".join(
         f"{s['name']} ({s['epochs']} epochs, dev EER {pct(s.get('dev_eer'))})" for s in strategy.get("stages", [])))
-    lines.append(f"dev EER      {pct(card.get('dev_eer'))}; thresholds " + (", ".join(
+    lines.append(f"dev EER      {pct(card.get('dev_eer'))} (first crop of each dev file, as training selects; "
+                 f"the calibration's is over whole files, as score computes); thresholds " + (", ".join(
         f"{k} {v:.4g}" for k, v in (card.get("dev_thresholds") or {}).items()) or "-"))
     calibration = card.get("calibration")
     if calibration and calibration.get("stale"):
         lines.append(f"calibration  stale: {calibration['stale']}")
     elif calibration:
+        cllr_before = calibration.get("cllr_before", float("nan"))
+        cllr_after = calibration.get("cllr_after", float("nan"))
         lines.append(f"calibration  llr = {calibration['slope']:.4g} * score + {calibration['offset']:.4g} "
-                     f"(prior {calibration['prior']:g}, {calibration.get('convention')}; Cllr "
-                     f"{calibration.get('cllr_before', float('nan')):.3f} -> {calibration.get('cllr_after', float('nan')):.3f})")
+                     f"(prior {calibration['prior']:g}, {calibration.get('convention')}; Cllr {cllr_before:.3f} -> "
+                     f"{cllr_after:.3f}; dev EER {pct(calibration.get('dev_eer'))} over whole files)")
     else:
         lines.append("calibration  none (plastispoof calibrate)")
     inputs = card.get("input") or {}

@@ -49,7 +49,7 @@ def normalised_argv(argv: list[str]) -> list[str]:
     debug = "--debug" in argv
     out: list[str] = []
     in_set = False
-    for index, arg in enumerate(argv):
+    for arg in argv:
         if arg == "--debug":
             continue
         if in_set and _OVERRIDE.match(arg) and out and out[-1] != "--set":
@@ -92,31 +92,17 @@ def synth(out: Path = typer.Option(..., help="output directory"),
           split: str = typer.Option("text", help="text | speaker"),
           adaptation: Optional[float] = typer.Option(None, help="embedded corpus: also write the continual-"
                                                      "adaptation split, this share of the eval speakers adapting "
-                                                     "to the unseen attacks, the rest held out (e.g. 0.25)")) -> None:
+                                                     "to the unseen attacks, the rest held out (e.g. 0.25)"),
+          force: bool = typer.Option(False, "--force", help="replace a corpus of another profile or seed in --out")
+          ) -> None:
     """Write the embedded corpus, or with --bonafide / --recipe a spoof corpus built from real recordings
     (FLAC + ASVspoof-2019-LA-style protocols + leave-one-family-out protocols + corpus.json)."""
-    if bonafide is not None or recipe is not None:
-        if adaptation is not None:
-            raise InputError("--adaptation splits the embedded corpus; a copy-synthesis corpus has its "
-                             "leave-one-family-out roots instead (lofo/ in corpus.json)")
-        from plastispoof.data.copysynth import build_copysynth_corpus
+    from plastispoof.data.synth import synth as write_any_corpus
 
-        root = build_copysynth_corpus(out, bonafide=bonafide, recipe=recipe, attacks=_csv(attacks), tts=_csv(tts),
-                                      transcripts=transcripts, language=language, max_utterances=max_utterances,
-                                      seed=seed, split=split)
-        typer.echo(f"wrote copy-synthesis corpus to {root} (manifest: {root / 'corpus.json'})")
-        return
-    from plastispoof.data.synthetic import write_corpus
-
-    if adaptation is not None and not 0 < adaptation < 1:  # before minutes of writing audio
-        raise InputError(f"--adaptation must be between 0 and 1, got {adaptation}")
-    root = write_corpus(out, profile=profile, seed=seed)
-    typer.echo(f"wrote {profile} corpus to {root}")
-    if adaptation is not None:
-        from plastispoof.data.adaptation import write_adaptation_split
-
-        split = write_adaptation_split(root, adaptation, seed)
-        typer.echo(f"wrote the adaptation split to {split} (split.json; forgetting: {split / 'old-attacks'})")
+    typer.echo(write_any_corpus(out, profile=profile, seed=seed, bonafide=bonafide, recipe=recipe,
+                                attacks=_csv(attacks), tts=_csv(tts), transcripts=transcripts, language=language,
+                                max_utterances=max_utterances, split=split, adaptation=adaptation, force=force,
+                                note=lambda text: typer.echo(text, err=True)))
 
 
 @app.command()
@@ -137,7 +123,7 @@ def import_weights(model: str = typer.Argument(..., help="aasist | aasist-l (off
                    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<model>-imported)"),
                    num_samples: Optional[int] = typer.Option(None, help="input length stored in the run"),
                    set_: List[str] = typer.Option([], "--set", help="model arguments, e.g. "
-                                                                     "model.args.frontend.aggregation=weighted")) -> None:
+                                                  "model.args.frontend.aggregation=weighted")) -> None:
     """Turn published weights into a run directory that every strategy can start from (baseline_run)."""
     from plastispoof.pretrained import describe_import, import_checkpoint
 
@@ -314,11 +300,15 @@ def export(run: Optional[Path] = typer.Argument(None, help="run directory (or --
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="where runs and the table go"),
-         epochs: Optional[int] = typer.Option(None, help="epochs per stage (default: the demo's)")) -> None:
+         epochs: Optional[int] = typer.Option(None, help="epochs per stage (default: the demo's)"),
+         profile: str = typer.Option("demo", help="corpus profile: demo (the documented table) or tiny (a quick "
+                                                  "check that everything runs)"),
+         set_: List[str] = typer.Option([], "--set", help="override for every run, e.g. "
+                                                           "train.max_steps_per_epoch=2")) -> None:
     """Embedded corpus -> Table I for ResNet18 and GRNN on CPU in minutes; prints the table."""
     from plastispoof.analysis.table1 import run_demo
 
-    typer.echo(run_demo(out, epochs=epochs))
+    typer.echo(run_demo(out, epochs=epochs, profile=profile, overrides=set_))
 
 
 @reproduce_app.command("table1")

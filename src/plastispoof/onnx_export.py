@@ -33,7 +33,7 @@ from torch import nn
 
 from plastispoof import runs
 from plastispoof.calibration import CALIBRATION, read_calibration
-from plastispoof.card import SCORE_DIRECTION, run_card
+from plastispoof.card import run_card, score_direction
 from plastispoof.detectors import load_detector
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_path, atomic_write_json
@@ -154,7 +154,7 @@ def _metadata(detector, meta: dict[str, Any] | None, run, opset: int, quantize: 
                 "training": None, "trained_here": False, "calibration": None,
                 "input": {"sample_rate": detector.sample_rate, "num_samples": detector.num_samples,
                           "seconds": detector.num_samples / detector.sample_rate, "channels": 1},
-                "score_direction": SCORE_DIRECTION, "weights_sha256": detector.model_hash}
+                "score_direction": score_direction(detector.name), "weights_sha256": detector.model_hash}
     card["export"] = {"format": "onnx", "opset": opset, "precision": "int8 dynamic" if quantize else "float32",
                       "input": f"waveform float32 (batch, {detector.num_samples}) at {detector.sample_rate} Hz",
                       "output": "score float32 (batch,), higher = more bona fide", "file": out.name}
@@ -166,7 +166,6 @@ def _metadata(detector, meta: dict[str, Any] | None, run, opset: int, quantize: 
 
 def max_difference(detector, path: str | Path, batch: int = 3, seed: int = 0) -> float:
     """Largest |ONNX score - PyTorch score| on a random batch of ``batch`` waveforms."""
-
     waves = np.random.default_rng(seed).standard_normal((batch, detector.num_samples)).astype(np.float32) * 0.1
     onnx_scores = OnnxDetector.from_onnx(path).score_batch(waves)
     with torch.no_grad():

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from plastispoof import runs
@@ -178,9 +177,3 @@ def describe_import(run_dir: Path) -> str:
     source = meta.get("imported_from", {})
     return (f"imported {meta['model']['name']} ({meta['params']:,} parameters) from {source.get('path')} "
             f"[{source.get('kind')}, sha256 {str(source.get('sha256'))[:12]}] into {run_dir}")
-
-
-def same_weights(a: nn.Module, b: nn.Module) -> bool:
-    """Whether two models hold equal tensors under equal names (a check for tests and scripts)."""
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

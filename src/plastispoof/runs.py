@@ -224,7 +224,6 @@ def write_meta(run_dir: str | Path, meta: dict[str, Any]) -> None:
 
 def read_run_config(run_dir: str | Path):
     """The resolved :class:`~plastispoof.config.ExperimentConfig` stored in a run directory."""
-
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise InputError(f"{run_dir} is not a run directory (no {CONFIG})")
@@ -236,7 +235,6 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     Returns ``(model in eval mode on CPU, meta)``.
     """
-
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     if not isinstance(meta.get("model"), dict) or "name" not in meta["model"]:
@@ -254,7 +252,6 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def environment_versions() -> dict[str, str | None]:
     """Versions of Python and of the libraries a run's numbers depend on (None = not installed)."""
-
     versions: dict[str, str | None] = {"python": platform.python_version(), "plastispoof": __version__}
     for package in ("torch", "transformers", "peft"):
         try:
@@ -404,7 +401,6 @@ def adopt_run(model: nn.Module, run_dir: str | Path, transforms: list[dict[str, 
     """Turn ``model`` (transformed by ``transforms`` so far) into a finished run's model: replay the transforms
     that run has beyond ours (appending them to ``transforms``, so this run rebuilds too), then load its final
     weights strictly."""
-
     source = read_meta(run_dir).get("transforms", [])
     if source[:len(transforms)] != transforms:
         raise InputError(f"stage {stage!r}: init_from run {run_dir} was transformed differently from this model "

@@ -50,7 +50,8 @@ def run_config(recipe: dict, dataset: str, root: Path, model: str, strategy: str
         if key not in recipe[section]:
             raise InputError(f"{section[:-1]} {key!r} is not in the recipe; known: {', '.join(recipe[section])}")
     model_recipe = dict(recipe["models"][model])
-    strategy_args = merge_dicts(recipe["strategies"][strategy] or {}, model_recipe.pop("strategies", {}).get(strategy, {}))
+    strategy_args = merge_dicts(recipe["strategies"][strategy] or {},
+                                model_recipe.pop("strategies", {}).get(strategy, {}))
     strategy_args.update(strategy_extra or {})
     if strategy_args.get("baseline_run") == "auto":
         strategy_args["baseline_run"] = str(out / run_name(model, "baseline", seed))

@@ -247,7 +247,8 @@ class SSLFrontend(nn.Module):
         return torch.stack(output.hidden_states, dim=1)
 
     def aggregate(self, states: torch.Tensor) -> torch.Tensor:
-        """Encoder output ``(B, L, frames, D)`` (from :meth:`encode` or a :class:`FeatureCache`) -> ``(B, D, frames)``."""
+        """Encoder output ``(B, L, frames, D)`` (from :meth:`encode` or a :class:`FeatureCache`) ->
+        ``(B, D, frames)``."""
         expected = (self.num_encoded_states, self.output_dim)
         if states.dim() != 4 or (states.shape[1], states.shape[3]) != expected:
             raise InputError(f"{self.kind} front-end expects encoder outputs of shape (batch, {expected[0]}, frames, "

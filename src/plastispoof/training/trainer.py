@@ -31,7 +31,7 @@ from plastispoof.capacity.base import Stage, Transform, apply_transforms, build_
 from plastispoof.card import write_run_card
 from plastispoof.config import ExperimentConfig
 from plastispoof.metrics import trials_eer
-from plastispoof.models.base import build_model, count_parameters
+from plastispoof.models.base import build_model, check_sample_rate, count_parameters
 from plastispoof.scoring import score_trials
 from plastispoof.training.distributed import Distributed, local_rank, resolve_device
 from plastispoof.training.loaders import TrainingData, training_data
@@ -76,6 +76,7 @@ class Trainer:
 
     def _train_all_stages(self) -> None:
         cfg = self.cfg
+        check_sample_rate(cfg.model.name, cfg.data.sample_rate)  # before any data is read
         seed_everything(cfg.seed, cfg.train.deterministic)
         strategy = build_strategy(cfg.strategy.name, cfg.strategy.args)
         stages = strategy.stages(cfg.train.epochs)
