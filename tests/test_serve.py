@@ -345,25 +345,49 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_the_cli_serves_logs_one_line_per_request_and_drains_on_sigterm(tmp_path, corpus):
+@pytest.fixture(scope="module")
+def grnn_run(tmp_path_factory, corpus):
+    """A run of a built-in model, so a separate `plastispoof serve` process can rebuild it."""
     from plastispoof.training import train
 
-    run = train(grnn_config(tmp_path / "runs", corpus))
+    return train(grnn_config(tmp_path_factory.mktemp("grnn"), corpus))
+
+
+def _start_cli_server(run: Path, *options: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     server = subprocess.Popen([sys.executable, "-m", "plastispoof.cli", "serve", "--run", str(run), "--port",
-                               str(port), "--threads", "1"], stderr=subprocess.PIPE, text=True, env=env)
+                               str(port), *options], stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            raise AssertionError(f"the server did not start: {server.stderr.read()}")
+        time.sleep(0.2)
+
+
+def test_sigint_stops_an_idle_server_cleanly(grnn_run):
+    server, url = _start_cli_server(grnn_run)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
-            time.sleep(0.2)
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    log = server.stderr.read()
+    assert "draining" in log and log.rstrip().endswith("stopped") and "Traceback" not in log
+
+
+def test_the_cli_serves_logs_one_line_per_request_and_drains_on_sigterm(grnn_run):
+    server, url = _start_cli_server(grnn_run, "--threads", "1")
+    try:
         slow = encoded(clip(60.0, seed=12), format="FLAC")  # a request still in flight at SIGTERM
         started = time.perf_counter()
         assert httpx.post(f"{url}/v1/score", files={"file": ("long.flac", slow)}, timeout=60).status_code == 200
@@ -372,7 +396,10 @@ def test_the_cli_serves_logs_one_line_per_request_and_drains_on_sigterm(tmp_path
         with ThreadPoolExecutor(1) as pool:
             in_flight = pool.submit(httpx.post, f"{url}/v1/score/batch", timeout=120,
                                     files=[("file", (f"long{i}.flac", slow)) for i in range(repeat)])
-            time.sleep(0.3)
+            deadline = time.monotonic() + 30
+            while "plastispoof_queue_depth 1.0" not in httpx.get(f"{url}/metrics").text:  # the batch is scoring
+                assert time.monotonic() < deadline and not in_flight.done(), "the batch never reached the pool"
+                time.sleep(0.02)
             server.send_signal(signal.SIGTERM)
             time.sleep(0.2)
             refused = httpx.get(f"{url}/v1/model")
