@@ -61,13 +61,18 @@ class ServiceState:
         if self.pool is None:
             self.pool = InferencePool(self.limits.threads, self.limits.max_queue, self.metrics.queue_depth.set)
         self.default_rule = self.rule(None, None)  # a bad --operating-point fails at start, not per request
+        # What GET /v1/model answers never changes; summarising the calibration takes a while: once, at start.
+        self.model_info = model_info(self.scorer, self.card, self.default_rule, dataclasses.asdict(self.limits))
 
     def rule(self, operating_point: str | None, prior: float | None) -> DecisionRule:
         """The decision rule of a request (its own operating point and prior, else the service's), cached."""
         key = (operating_point or self.operating_point, self.prior if prior is None else float(prior))
-        if key not in self._rules:
-            self._rules[key] = self.scorer.decision_rule_for(*key)
-        return self._rules[key]
+        if key in self._rules:
+            return self._rules[key]
+        rule = self.scorer.decision_rule_for(*key)
+        if len(self._rules) < 256:  # bounded: clients choose the keys
+            self._rules[key] = rule
+        return rule
 
     def score(self, items: list[UploadName], rule: DecisionRule, segments: bool, single: bool) -> list[dict]:
         """Score uploads (in a pool worker) with the ``score`` verb's code: one ``score --json`` object each.
@@ -165,7 +170,7 @@ def create_app(state: ServiceState, cors_origin: str | None = None):
 
     @app.get("/v1/model", response_model=ModelResponse, summary="The model card, calibration and operating point")
     async def model():
-        return model_info(state.scorer, state.card, state.default_rule, dataclasses.asdict(state.limits))
+        return state.model_info
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz():
