@@ -59,12 +59,10 @@ def make_clips(folder: Path, count: int, min_s: float, max_s: float, seed: int) 
 
 
 def score_throughput(run: str, folder: Path) -> dict:
-    """Audio seconds per wall second of ``score`` (Detector.iter_results, the CLI's library call) on ``folder``."""
-    from plastispoof.inference import Detector
+    """Audio seconds per wall second of ``score`` (the verb's library call, the model loaded) on ``folder``."""
+    from plastispoof.detectors import load_detector
 
-    detector = Detector.from_run(run)
-    if (Path(run) / "calibration.json").is_file():
-        detector.use_calibration(Path(run) / "calibration.json")
+    detector = load_detector(run)  # as score and serve load it, with the run's calibration
     started = time.perf_counter()
     audio = sum(result.duration_s or 0.0 for result in detector.iter_results([folder]))
     wall = time.perf_counter() - started
