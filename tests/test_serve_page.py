@@ -6,7 +6,6 @@ or Playwright fails these tests instead of skipping them."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from needs import skip_or_fail
 from serve_live import LiveServer, calibrated_tiny_run, clip
 from tiny_run import SAMPLE_RATE
 
@@ -21,19 +21,16 @@ pytestmark = pytest.mark.slow
 
 
 def chromium_path() -> str:
-    """Debian's chromium (the package ``chromium``; ``make system-deps`` installs it)."""
+    """Debian's chromium (the package ``chromium``; ``make system-deps`` installs it). Outside CI a machine without
+    it or without Playwright skips these tests; in CI they fail."""
     found = shutil.which("chromium") or next((p for p in ("/usr/bin/chromium", "/usr/lib/chromium/chromium")
                                               if Path(p).is_file()), None)
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        found = None
+        skip_or_fail("the page tests need the playwright package (pip install -e .[dev])")
     if found is None:
-        message = ("the page tests need Debian's chromium and the playwright package (make system-deps; "
-                   "pip install -e .[dev])")
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("the page tests need Debian's chromium (make system-deps)")
     return found
 
 
