@@ -14,6 +14,7 @@ from tiny_run import grnn_config, write_tiny_corpus
 from plastispoof.analysis import stress as stress_module
 from plastispoof.analysis.stress import (
     CONDITIONS,
+    Condition,
     _Babble,
     _DegradedDataset,
     check_conditions,
@@ -221,3 +222,11 @@ def test_an_onnx_export_is_stressed_like_its_run(run_dir, corpus, tmp_path):
     assert onnx["files"]["json"] == str(tmp_path / "stress-grnn" / "stress.json")
     for a, b in zip(onnx["conditions"], torch_report["conditions"]):
         assert a["condition"] == b["condition"] and a["eer"] == pytest.approx(b["eer"], abs=1e-9)
+
+
+def test_a_degradation_that_makes_nan_is_a_bug_that_raises(corpus):
+    trials = eval_trials(corpus)
+    broken = Condition("broken", "test", lambda x, rate, rng, babble: np.where(np.arange(x.size) == 5, np.inf, x))
+    dataset = _DegradedDataset(trials, broken, [RATE], RATE, _Babble(trials, RATE))
+    with pytest.raises(RuntimeError, match="degradation 'broken' made NaN or infinite samples"):
+        dataset[0]

@@ -214,3 +214,11 @@ def test_cli_train_end_to_end(tmp_path, corpus):
     assert f"run directory: {run_dir}" in done.stdout
     assert json.loads((run_dir / "meta.json").read_text())["finished"]
     assert len(read_jsonl(run_dir / "metrics.jsonl")) == 1
+
+
+def test_a_data_rate_the_model_was_not_built_for_is_refused_before_training(tmp_path, corpus):
+    cfg = tiny_config(tmp_path, corpus, model={"name": "grnn", "args": {"hidden_sizes": [4]}},
+                      data={"sample_rate": 8000})
+    with pytest.raises(InputError, match=r"model grnn works on 16000 Hz audio but data.sample_rate is 8000"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -11,12 +11,14 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from plastispoof.errors import InputError
 
@@ -148,6 +150,140 @@ def _check_header(label: str, frames: int, rate: int, max_seconds: float) -> Non
         raise InputError(f"{label} declares an invalid sample rate {rate}")
     if frames / rate > max_seconds:
         raise AudioTooLong(f"{label} lasts {frames / rate:.0f} s, over the {max_seconds:g} s limit")
+
+
+# ------------------------------------------------------------------------------------------- long files
+
+STREAM_SECONDS = 120.0  # files longer than this are decoded, resampled and windowed block by block
+_STREAM_BLOCK_SECONDS = 30.0
+
+
+def audio_seconds(path: str | os.PathLike) -> float | None:
+    """The duration a file's header declares (None when it declares none or cannot be read: decoding will say)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() not in _PYAV_SUFFIXES:
+            info = sf.info(str(path))
+            return info.frames / info.samplerate if info.samplerate > 0 else None
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        pass
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return float(container.duration) / av.time_base if container.duration else None
+    except (av.error.FFmpegError, OSError):
+        return None
+
+
+class StreamedAudio:
+    """A long file read block by block: :meth:`windows` yields the windows :func:`sliding_windows` would cut from
+    :func:`load_audio`'s waveform, equal to the sample (soxr's streaming resampler gives the one-shot result), while
+    holding one block and one window in memory. ``len()`` is the number of samples once the windows are read;
+    ``error`` holds the :class:`InputError` that stopped the reading (NaN, silence, a corrupt block), if any."""
+
+    def __init__(self, path: Path, sample_rate: int, max_seconds: float = MAX_SECONDS,
+                 on_conversion: Callable[[str, str], None] | None = None):
+        self.path, self.sample_rate, self.max_seconds = Path(path), sample_rate, max_seconds
+        self.on_conversion = on_conversion
+        self.length = 0
+        self.error: InputError | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Mono float32 blocks at the target rate."""
+        path, limit = self.path, self.max_seconds or float("inf")
+        resampler, peak, frames = None, 0.0, 0
+        for block, rate, channels in _native_blocks(path):
+            frames += block.size
+            _check_header(path, frames, rate, limit)
+            if not np.isfinite(block).all():
+                raise InputError(f"audio file {path} contains NaN or infinite samples")
+            peak = max(peak, float(np.abs(block).max(initial=0.0)))
+            if resampler is None:
+                self._tell(channels, rate)
+                if rate != self.sample_rate:
+                    resampler = soxr.ResampleStream(rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+            yield resampler.resample_chunk(block) if resampler is not None else block
+        if resampler is not None:
+            yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        if frames == 0:
+            raise InputError(f"audio file {path} holds no samples")
+        if peak < SILENCE_LEVEL:
+            raise InputError(f"audio file {path} is digital silence (every sample below {SILENCE_LEVEL:g})")
+
+    def _tell(self, channels: int, rate: int) -> None:
+        if self.on_conversion is not None and channels > 1:
+            self.on_conversion("channels", f"{self.path.name} has {channels} channels: they were averaged to mono "
+                                           "(and so were those of any other multi-channel file)")
+        if self.on_conversion is not None and rate != self.sample_rate:
+            self.on_conversion("rate", f"{self.path.name} is at {rate} Hz: resampled to the model's "
+                                       f"{self.sample_rate} Hz (and so is any other file at another rate)")
+
+    def windows(self, window: int, hop: int | None = None) -> Iterator[np.ndarray]:
+        """The windows of the whole file, in order (see the class notes); stops early, with :attr:`error` set, when
+        the file turns out to be bad."""
+        hop = max(window // 2, 1) if hop is None else hop
+        buffer = np.zeros(0, np.float32)  # samples from ``offset`` on
+        offset = next_start = 0
+        last_start = None
+        console = Console(stderr=True)
+        progress = Progress(TextColumn(f"{self.path.name}"), BarColumn(), TextColumn("{task.completed:.0f} of "
+                            "{task.total:.0f} s"), TimeRemainingColumn(), console=console, transient=True,
+                            disable=not console.is_terminal)
+        try:
+            with progress:
+                task = progress.add_task("reading", total=audio_seconds(self.path))
+                for block in self.blocks():
+                    buffer = np.concatenate([buffer, block])
+                    self.length += block.size
+                    progress.update(task, completed=self.length / self.sample_rate)
+                    while next_start + window <= self.length:
+                        yield buffer[next_start - offset: next_start - offset + window].copy()
+                        last_start, next_start = next_start, next_start + hop
+                    keep_from = min(next_start, max(self.length - window, 0))  # what a later window may need
+                    buffer, offset = buffer[keep_from - offset:], keep_from
+        except InputError as err:
+            self.error = err
+            return
+        if self.length <= window:
+            yield fix_length(buffer, window)
+        elif last_start != self.length - window:  # the last window, aligned to the end
+            yield buffer[self.length - window - offset:].copy()
+
+
+def _native_blocks(path: Path) -> Iterator[tuple[np.ndarray, int, int]]:
+    """``(mono float32 block, rate, channels)`` of ``path`` at its own rate, about 30 s a block."""
+    if path.suffix.lower() not in _PYAV_SUFFIXES:
+        try:
+            with sf.SoundFile(path) as audio, np.errstate(invalid="ignore", over="ignore"):
+                size = int(_STREAM_BLOCK_SECONDS * audio.samplerate)
+                for block in audio.blocks(size, dtype="float32", always_2d=True):
+                    yield block.mean(axis=1), audio.samplerate, audio.channels
+            return
+        except sf.LibsndfileError as err:
+            if "Format not recognised" not in err.error_string:
+                raise InputError(f"cannot decode audio file {path}: {err.error_string}") from err
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
+            to_float = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=rate)
+            pending: list[np.ndarray] = []
+            for frame in container.decode(stream):
+                pending += [chunk.to_ndarray().mean(axis=0) for chunk in to_float.resample(frame)]
+                if sum(p.size for p in pending) >= _STREAM_BLOCK_SECONDS * rate:
+                    yield np.concatenate(pending).astype(np.float32), rate, channels
+                    pending = []
+            pending += [chunk.to_ndarray().mean(axis=0) for chunk in to_float.resample(None)]
+            if pending:
+                yield np.concatenate(pending).astype(np.float32), rate, channels
+    except (av.error.FFmpegError, ValueError, OSError, IndexError) as err:
+        raise InputError(f"cannot decode audio file {path}: {err}") from err
 
 
 def fix_length(x: np.ndarray, num_samples: int = ASVSPOOF_NUM_SAMPLES, *, random_crop: bool = False,

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from plastispoof.audio import MAX_SECONDS, load_audio
+from plastispoof.audio import MAX_SECONDS, STREAM_SECONDS, StreamedAudio, audio_seconds, load_audio
 from plastispoof.calibration import Calibration, decision_threshold
 from plastispoof.errors import InputError
 from plastispoof.metrics import logit, sigmoid
@@ -84,9 +84,15 @@ class CalibratedScoring(WindowScorer):
                 told.add(kind)
                 self.on_note(f"note: {text}")
 
-        def load(path: Path) -> np.ndarray:
+        def load(path: Path) -> np.ndarray | StreamedAudio:
             if path in problems:
                 raise InputError(problems[path])
+            seconds = audio_seconds(path)
+            if seconds is not None and seconds > STREAM_SECONDS:  # long: read block by block, memory bounded
+                if self.max_seconds and seconds > self.max_seconds:
+                    raise InputError(f"audio file {path} lasts {seconds:.0f} s, over the {self.max_seconds:g} s "
+                                     "limit (score --max-seconds)")
+                return StreamedAudio(path, self.sample_rate, self.max_seconds, converted)
             return load_audio(path, self.sample_rate, max_seconds=self.max_seconds, on_conversion=converted)
 
         return [path for path, _ in found], load

@@ -41,7 +41,7 @@ from plastispoof import __version__
 from plastispoof.capacity.base import apply_transforms
 from plastispoof.config import dump_config, load_config
 from plastispoof.errors import InputError, summarise
-from plastispoof.fileio import atomic_path, atomic_write_json, atomic_write_text
+from plastispoof.fileio import atomic_dir, atomic_path, atomic_write_json, atomic_write_text
 from plastispoof.models.base import build_model
 from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN
 
@@ -412,3 +412,33 @@ def adopt_run(model: nn.Module, run_dir: str | Path, transforms: list[dict[str, 
         raise InputError(f"stage {stage!r}: init_from run {run_dir} has not finished (no {MODEL})")
     load_state_strict(model, read_weights(weights), f"init_from {weights}")
     return model
+
+
+def with_encoder_folders(model_args: dict[str, Any]) -> dict[str, Any]:
+    """``model_args`` with every SSL ``pretrained`` that names a run directory replaced by a Hugging Face folder of
+    that run's encoder (written once, into ``RUN/encoders/<kind>``): models read folders, never runs, so a model
+    trained here feeds its encoder to any SSL back-end as a downloaded one would."""
+    def resolve(section: dict[str, Any]) -> dict[str, Any]:
+        pretrained = section.get("pretrained")
+        if pretrained is None or not (Path(pretrained) / META).is_file():
+            return section
+        return {**section, "pretrained": str(ssl_encoder_folder(pretrained, section.get("kind", "wav2vec2")))}
+
+    args = resolve(dict(model_args))
+    if isinstance(args.get("frontend"), dict):
+        args["frontend"] = resolve(args["frontend"])
+    return args
+
+
+def ssl_encoder_folder(run_dir: str | Path, kind: str) -> Path:
+    """The Hugging Face folder of the ``kind`` encoder inside a finished run's model (written on first use)."""
+    from plastispoof.models.ssl import plain_encoder  # transformers: only runs with an SSL encoder need it
+
+    folder = Path(run_dir) / "encoders" / kind
+    if (folder / "config.json").is_file():
+        return folder
+    model, meta = load_run_model(run_dir)
+    encoder = plain_encoder(model, kind, f"run {run_dir} ({meta['model']['name']})")
+    with atomic_dir(folder) as partial:
+        encoder.save_pretrained(partial)
+    return folder

@@ -799,6 +799,9 @@ def _run_jobs(jobs: list, description: str, work: Callable = _write_audio, paral
     starting workers; returns the results in job order. ``work`` must be a module-level function (picklable)."""
     workers = min(len(os.sched_getaffinity(0)), 8) if len(jobs) >= parallel_from else 1
     console = Console(stderr=True)
+    # One line at once, whatever stderr is: writing a corpus takes minutes and must not look hung.
+    console.print(f"{description}: {len(jobs):,} files on {workers} process{'es' if workers > 1 else ''}",
+                  highlight=False)
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:
