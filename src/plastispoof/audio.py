@@ -106,10 +106,10 @@ def _decode(source: Path | io.BytesIO, label: str, max_seconds: float) -> tuple[
         raise
     except sf.LibsndfileError as err:
         if "Format not recognised" in err.error_string:  # a container libsndfile lacks: PyAV may know it
-            if isinstance(source, io.BytesIO):
+            if isinstance(source, io.BytesIO):  # bytes of an upload: libsndfile's reason, if PyAV fails too
                 source.seek(0)
-            return _decode_with_pyav(source if isinstance(source, io.BytesIO) else str(source), label, max_seconds,
-                                     err.error_string)
+                return _decode_with_pyav(source, label, max_seconds, err.error_string)
+            return _decode_with_pyav(str(source), label, max_seconds)
         raise InputError(f"cannot decode {label}: {err.error_string}") from err
     except (RuntimeError, ValueError, TypeError, OSError, EOFError) as err:
         raise InputError(f"cannot decode {label}: {err}") from err
@@ -139,7 +139,8 @@ def _decode_with_pyav(source: str | io.BytesIO, label: str, max_seconds: float,
     except InputError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as err:
-        # Bytes neither library reads: libsndfile's reason is the one people know ("Format not recognised").
+        # Uploaded bytes neither library reads: libsndfile's reason ("Format not recognised") reads better than
+        # FFmpeg's ("Invalid data found when processing input: '<none>'").
         raise InputError(f"cannot decode {label}: {soundfile_error or err}") from err
     samples = np.concatenate(blocks).astype(np.float32) if blocks else np.zeros(0, np.float32)
     return samples, int(rate or 0), int(channels or 1)
@@ -198,7 +199,7 @@ class StreamedAudio:
         resampler, peak, frames = None, 0.0, 0
         for block, rate, channels in _native_blocks(path):
             frames += block.size
-            _check_header(path, frames, rate, limit)
+            _check_header(f"audio file {path}", frames, rate, limit)
             if not np.isfinite(block).all():
                 raise InputError(f"audio file {path} contains NaN or infinite samples")
             peak = max(peak, float(np.abs(block).max(initial=0.0)))
