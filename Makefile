@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test install system-deps bench clean
 
 # Debian packages the tests use: eSpeak NG, Festival (with its kal voice) and Flite, and the French Asterisk prompts
-# with their transcripts. Each is installed only when missing (a command or a file it provides is absent).
-DEBIAN_PACKAGES := espeak-ng festival festvox-kallpc16k flite asterisk-core-sounds-fr-wav asterisk-core-sounds-fr
+# with their transcripts; chromium for the browser tests of serve's page (Playwright drives it). Each is installed
+# only when missing (a command or a file it provides is absent).
+DEBIAN_PACKAGES := espeak-ng festival festvox-kallpc16k flite asterisk-core-sounds-fr-wav asterisk-core-sounds-fr \
+  chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +28,7 @@ demo: $(STAMP)
 system-deps:
 	@command -v espeak-ng >/dev/null && command -v text2wave >/dev/null && command -v flite >/dev/null && \
 	  [ -d /usr/share/festival/voices/english/kal_diphone ] && [ -d /usr/share/asterisk/sounds/fr_CA_f_June ] && \
-	  [ -f /usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz ] || { \
+	  [ -f /usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz ] && command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEBIAN_PACKAGES); \
 	  else echo "the tests need Debian packages: sudo apt-get install $(DEBIAN_PACKAGES)"; exit 1; fi; }

@@ -2,11 +2,13 @@
 
 Decoding goes through soundfile (libsndfile reads WAV, FLAC, OGG/Vorbis and MP3); what libsndfile cannot read
 (m4a / AAC, Opus, WebM, ...) is decoded by PyAV (FFmpeg's libraries in the ``av`` wheel, already a dependency
-for the codec round trips). Resampling uses soxr, which is exact for any pair of rates.
+for the codec round trips). Resampling uses soxr, which is exact for any pair of rates. Bytes held in memory (a
+service's uploads) are decoded the same way without a file (:func:`decode_audio`).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,39 +35,68 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *, max_seconds
     """Decode ``path`` to a 1-D float32 array: channels averaged to mono, resampled to ``sample_rate``.
 
     Raises :class:`InputError` naming the file when it is missing, cannot be decoded, holds no samples,
-    holds NaN/Inf, is digital silence (unless ``allow_silent``) or is longer than ``max_seconds`` (0: no limit).
-    ``on_conversion(kind, text)`` is told when channels were averaged (``"channels"``) or the rate changed
-    (``"rate"``), so a caller can say so once.
+    holds NaN/Inf, is digital silence (unless ``allow_silent``) or is longer than ``max_seconds`` (0: no limit;
+    :class:`AudioTooLong`). ``on_conversion(kind, text)`` is told when channels were averaged (``"channels"``) or
+    the rate changed (``"rate"``), so a caller can say so once.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file not found: {path}")
-    samples, source_rate, channels = _decode(path, max_seconds or float("inf"))
-    if not np.isfinite(samples).all():
-        raise InputError(f"audio file {path} contains NaN or infinite samples")
-    if samples.size and not allow_silent and np.abs(samples).max() < SILENCE_LEVEL:
-        raise InputError(f"audio file {path} is digital silence (every sample below {SILENCE_LEVEL:g})")
+    label = f"audio file {path}"
+    if path.suffix.lower() in _PYAV_SUFFIXES:
+        samples, source_rate, channels = _decode_with_pyav(str(path), label, max_seconds or float("inf"))
+    else:
+        samples, source_rate, channels = _decode(path, label, max_seconds or float("inf"))
+    _check_samples(samples, label, allow_silent)
     if on_conversion is not None and channels > 1:
         on_conversion("channels", f"{path.name} has {channels} channels: they were averaged to mono (and so were "
                                   "those of any other multi-channel file)")
+    if source_rate != sample_rate and samples.size and on_conversion is not None:
+        on_conversion("rate", f"{path.name} is at {source_rate} Hz: resampled to the model's {sample_rate} Hz "
+                              "(and so is any other file at another rate)")
+    return _at_rate(samples, source_rate, sample_rate, label)
+
+
+def decode_audio(data: bytes, sample_rate: int = 16000, *, name: str = "the upload", max_seconds: float = MAX_SECONDS,
+                 allow_silent: bool = False) -> np.ndarray:
+    """:func:`load_audio` for encoded bytes held in memory (a service's uploads): nothing touches the filesystem.
+
+    libsndfile reads WAV, FLAC, OGG and MP3 from memory; what it cannot read (m4a, Opus, WebM, ...) PyAV decodes,
+    also from memory. ``name`` labels error messages. The same checks and errors as :func:`load_audio`.
+    """
+    if not data:
+        raise InputError(f"{name} is empty (0 bytes)")
+    samples, source_rate, _ = _decode(io.BytesIO(data), name, max_seconds or float("inf"))
+    _check_samples(samples, name, allow_silent)
+    return _at_rate(samples, source_rate, sample_rate, name)
+
+
+class AudioTooLong(InputError):
+    """Audio longer than the caller's limit (a service answers 413 for it rather than 422)."""
+
+
+def _check_samples(samples: np.ndarray, label: str, allow_silent: bool) -> None:
+    if not np.isfinite(samples).all():
+        raise InputError(f"{label} contains NaN or infinite samples")
+    if samples.size and not allow_silent and np.abs(samples).max() < SILENCE_LEVEL:
+        raise InputError(f"{label} is digital silence (every sample below {SILENCE_LEVEL:g})")
+
+
+def _at_rate(samples: np.ndarray, source_rate: int, sample_rate: int, label: str) -> np.ndarray:
     if source_rate != sample_rate and samples.size:
-        if on_conversion is not None:
-            on_conversion("rate", f"{path.name} is at {source_rate} Hz: resampled to the model's {sample_rate} Hz "
-                                  "(and so is any other file at another rate)")
         samples = soxr.resample(samples, source_rate, sample_rate, quality="HQ")
     if samples.size == 0:
-        raise InputError(f"audio file {path} holds no samples")
+        raise InputError(f"{label} holds no samples")
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
-def _decode(path: Path, max_seconds: float) -> tuple[np.ndarray, int, int]:
-    """Mono float32 samples of ``path`` at the file's own rate, the rate and the number of channels averaged."""
-    if path.suffix.lower() in _PYAV_SUFFIXES:
-        return _decode_with_pyav(path, max_seconds)
+def _decode(source: Path | io.BytesIO, label: str, max_seconds: float) -> tuple[np.ndarray, int, int]:
+    """Mono float32 samples of ``source`` (a path, or bytes in memory) at its own rate, the rate and the number of
+    channels averaged."""
     try:
-        # NaN / Inf samples are reported by load_audio, not as numpy warnings while down-mixing.
-        with sf.SoundFile(path) as audio, np.errstate(invalid="ignore", over="ignore"):
-            _check_header(path, audio.frames, audio.samplerate, max_seconds)
+        # NaN / Inf samples are reported by _check_samples, not as numpy warnings while down-mixing.
+        with sf.SoundFile(source) as audio, np.errstate(invalid="ignore", over="ignore"):
+            _check_header(label, audio.frames, audio.samplerate, max_seconds)
             # Down-mix block by block so a many-channel file never sits in memory whole.
             blocks = [block.mean(axis=1) for block in
                       audio.blocks(_BLOCK_FRAMES, dtype="float32", always_2d=True)]
@@ -75,19 +106,23 @@ def _decode(path: Path, max_seconds: float) -> tuple[np.ndarray, int, int]:
         raise
     except sf.LibsndfileError as err:
         if "Format not recognised" in err.error_string:  # a container libsndfile lacks: PyAV may know it
-            return _decode_with_pyav(path, max_seconds)
-        raise InputError(f"cannot decode audio file {path}: {err.error_string}") from err
+            if isinstance(source, io.BytesIO):  # bytes of an upload: libsndfile's reason, if PyAV fails too
+                source.seek(0)
+                return _decode_with_pyav(source, label, max_seconds, err.error_string)
+            return _decode_with_pyav(str(source), label, max_seconds)
+        raise InputError(f"cannot decode {label}: {err.error_string}") from err
     except (RuntimeError, ValueError, TypeError, OSError, EOFError) as err:
-        raise InputError(f"cannot decode audio file {path}: {err}") from err
+        raise InputError(f"cannot decode {label}: {err}") from err
 
 
-def _decode_with_pyav(path: Path, max_seconds: float) -> tuple[np.ndarray, int, int]:
+def _decode_with_pyav(source: str | io.BytesIO, label: str, max_seconds: float,
+                      soundfile_error: str | None = None) -> tuple[np.ndarray, int, int]:
     import av  # FFmpeg's libraries load in ~0.1 s; only files libsndfile cannot read pay for them
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(source) as container:
             if not container.streams.audio:
-                raise InputError(f"cannot decode audio file {path}: it holds no audio stream")
+                raise InputError(f"cannot decode {label}: it holds no audio stream")
             stream = container.streams.audio[0]
             rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
             # Decoded as float32 planar by FFmpeg's resampler at the file's own rate (soxr resamples later).
@@ -98,22 +133,24 @@ def _decode_with_pyav(path: Path, max_seconds: float) -> tuple[np.ndarray, int, 
                     block = chunk.to_ndarray()
                     blocks.append(block.mean(axis=0))
                     frames += block.shape[1]
-                _check_header(path, frames, rate, max_seconds)
+                _check_header(label, frames, rate, max_seconds)
             for chunk in to_float.resample(None):
                 blocks.append(chunk.to_ndarray().mean(axis=0))
     except InputError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as err:
-        raise InputError(f"cannot decode audio file {path}: {err}") from err
+        # Uploaded bytes neither library reads: libsndfile's reason ("Format not recognised") reads better than
+        # FFmpeg's ("Invalid data found when processing input: '<none>'").
+        raise InputError(f"cannot decode {label}: {soundfile_error or err}") from err
     samples = np.concatenate(blocks).astype(np.float32) if blocks else np.zeros(0, np.float32)
     return samples, int(rate or 0), int(channels or 1)
 
 
-def _check_header(path: Path, frames: int, rate: int, max_seconds: float) -> None:
+def _check_header(label: str, frames: int, rate: int, max_seconds: float) -> None:
     if rate <= 0:
-        raise InputError(f"audio file {path} declares an invalid sample rate {rate}")
+        raise InputError(f"{label} declares an invalid sample rate {rate}")
     if frames / rate > max_seconds:
-        raise InputError(f"audio file {path} lasts {frames / rate:.0f} s, over the {max_seconds:g} s limit")
+        raise AudioTooLong(f"{label} lasts {frames / rate:.0f} s, over the {max_seconds:g} s limit")
 
 
 # ------------------------------------------------------------------------------------------- long files
@@ -162,7 +199,7 @@ class StreamedAudio:
         resampler, peak, frames = None, 0.0, 0
         for block, rate, channels in _native_blocks(path):
             frames += block.size
-            _check_header(path, frames, rate, limit)
+            _check_header(f"audio file {path}", frames, rate, limit)
             if not np.isfinite(block).all():
                 raise InputError(f"audio file {path} contains NaN or infinite samples")
             peak = max(peak, float(np.abs(block).max(initial=0.0)))

@@ -190,6 +190,34 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
 
 
 @app.command()
+def serve(run: Optional[Path] = typer.Option(None, help="run directory"),
+          onnx: Optional[Path] = typer.Option(None, help="an ONNX export (plastispoof export)"),
+          model: Optional[str] = typer.Option(None, help="model name for foreign weights, e.g. aasist"),
+          weights: Optional[Path] = typer.Option(None, help="foreign .pth state_dict"),
+          calibration: Optional[Path] = typer.Option(None, help="calibration.json; a run's own one by default"),
+          operating_point: Optional[str] = typer.Option(None, help="default decision rule: eer | fpr=0.01 | bayes"),
+          prior: float = typer.Option(0.5, help="default prior of bona fide for p_bonafide and bayes"),
+          host: str = typer.Option("127.0.0.1", help="address to bind (loopback only by default)"),
+          port: int = typer.Option(8000, help="TCP port"),
+          threads: int = typer.Option(2, help="inference workers"),
+          max_upload_mb: float = typer.Option(20.0, help="largest request body (413 above)"),
+          max_duration_s: float = typer.Option(600.0, help="longest audio (413 above)"),
+          max_queue: int = typer.Option(32, help="jobs waiting for a worker at most (503 + Retry-After above)"),
+          timeout_s: float = typer.Option(60.0, help="time limit of a request (504 after it)"),
+          api_key_file: Optional[Path] = typer.Option(None, help="file holding the key every request must send "
+                                                                 "as Authorization: Bearer <key>"),
+          cors_origin: Optional[str] = typer.Option(None, help="allow this origin cross-site (CORS is off without)")
+          ) -> None:
+    """Serve a model over HTTP (FastAPI + uvicorn): the API of docs/serve.md and a web page at /."""
+    from plastispoof.serve import run_server
+
+    run_server(run=run, onnx=onnx, model=model, weights=weights, calibration=calibration,
+               operating_point=operating_point, prior=prior, host=host, port=port, api_key_file=api_key_file,
+               cors_origin=cors_origin, max_upload_mb=max_upload_mb, max_duration_s=max_duration_s,
+               threads=threads, max_queue=max_queue, timeout_s=timeout_s)
+
+
+@app.command()
 def calibrate(run: Optional[Path] = typer.Argument(None, help="run directory (or --model with --weights)"),
               dataset: str = typer.Option(..., help="protocol reader name"),
               root: Path = typer.Option(..., help="corpus root"), subset: str = typer.Option("dev"),

@@ -10,9 +10,10 @@ of neighbouring files share batches, and files are decoded ahead in threads).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,6 +50,17 @@ class ScoreResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class DecisionRule(NamedTuple):
+    """How a score becomes a decision: the operating point, the domain its threshold is in (``score`` | ``llr``),
+    the threshold (None: no decision), the prior of ``p_bonafide`` and the line that says it."""
+
+    point: str | None
+    domain: str
+    threshold: float | None
+    prior: float
+    text: str
 
 
 class CalibratedScoring(WindowScorer):
@@ -94,7 +106,8 @@ class CalibratedScoring(WindowScorer):
         self.calibration = calibration
 
     def iter_results(self, paths: list[str | Path], *, operating_point: str | None = None, prior: float = 0.5,
-                     segments: bool = False) -> Iterator[ScoreResult]:
+                     segments: bool = False, load: Callable[[Any], np.ndarray] | None = None
+                     ) -> Iterator[ScoreResult]:
         """Score files and folders one at a time (a result is yielded as soon as its file is done).
 
         Each result has ``score`` (raw, higher = more bona fide), with a calibration ``llr`` and ``p_bonafide``
@@ -102,41 +115,56 @@ class CalibratedScoring(WindowScorer):
         when a threshold is known, else no decision), ``duration_s``, the model's name and weight hash, and with
         ``segments`` the timeline ``[{start_s, end_s, score, llr}]`` of its windows. An operating point that
         cannot be reached is an InputError before any file is scored.
+
+        ``load`` (for audio that is not in files, e.g. a service's uploads): ``paths`` are then only names,
+        never looked up on disk, and ``load(name)`` returns each one's waveform at the scorer's rate or raises
+        :class:`InputError`, which becomes that result's ``error``.
         """
+        rule = self.decision_rule_for(operating_point, prior)
+        self.decision_rule = rule.text
+        found = (list(paths), load) if load is not None else self.found_files(paths)
+        return (self.file_result(path, wave, per_window, rule, segments)
+                for path, wave, per_window in self.scored_files(*found))
+
+    def decision_rule_for(self, operating_point: str | None = None, prior: float = 0.5) -> DecisionRule:
+        """How results are decided at ``operating_point`` and ``prior`` (see :meth:`iter_results`)."""
         logit(prior)
         if operating_point is None and self.calibration is None and self.threshold is None:
             domain, threshold, point = "score", None, None
         else:
             point = operating_point or "eer"
             domain, threshold = decision_threshold(point, self.calibration, self.threshold, prior)
-        self.decision_rule = describe_rule(point, domain, threshold, prior)
-        return self._results(self.found_files(paths), point, domain, threshold, prior, segments)
+        return DecisionRule(point, domain, threshold, prior, describe_rule(point, domain, threshold, prior))
 
-    def _results(self, found: tuple[list[Path], Any], point: str | None, domain: str,
-                 threshold: float | None, prior: float, segments: bool) -> Iterator[ScoreResult]:
-        for path, wave, per_window in self.scored_files(*found):
-            base = {"model": self.name, "model_hash": self.model_hash, "operating_point": point,
-                    "threshold": threshold, "prior": prior if self.calibration is not None else None,
-                    "precision": self.precision}
-            if isinstance(wave, InputError):
-                yield ScoreResult(str(path), None, None, str(wave), **base)
-                continue
-            waveform, score = wave, file_score(per_window)
-            timeline = self._timeline(len(waveform), per_window) if segments else None
-            if not np.isfinite(score):
-                yield ScoreResult(str(path), None, None, f"the model gave a NaN or infinite score for {path}", **base)
-                continue
-            llr = p_bonafide = None
-            if self.calibration is not None:
-                llr = float(self.calibration.llr(score))
-                p_bonafide = sigmoid(llr + logit(prior))
-            decision = None
-            if threshold is not None:
-                value = llr if domain == "llr" else score
-                decision = "bonafide" if value > threshold else "spoof"
-            note = self._length_note(len(waveform))
-            yield ScoreResult(str(path), score, decision, None, llr, p_bonafide,
-                              duration_s=len(waveform) / self.sample_rate, segments=timeline, note=note, **base)
+    def verdict(self, score: float, rule: DecisionRule) -> tuple[float | None, float | None, str | None]:
+        """``(llr, p_bonafide, decision)`` of a file-level ``score`` under ``rule``."""
+        llr = p_bonafide = None
+        if self.calibration is not None:
+            llr = float(self.calibration.llr(score))
+            p_bonafide = sigmoid(llr + logit(rule.prior))
+        decision = None
+        if rule.threshold is not None:
+            value = llr if rule.domain == "llr" else score
+            decision = "bonafide" if value > rule.threshold else "spoof"
+        return llr, p_bonafide, decision
+
+    def file_result(self, path: Any, wave: np.ndarray | InputError, per_window: np.ndarray | None,
+                    rule: DecisionRule, segments: bool = False) -> ScoreResult:
+        """The result of one file from its waveform (or decoding error) and its window scores: what
+        :meth:`iter_results` yields, and what a live stream ends with."""
+        base = {"model": self.name, "model_hash": self.model_hash, "operating_point": rule.point,
+                "threshold": rule.threshold, "prior": rule.prior if self.calibration is not None else None,
+                "precision": self.precision}
+        if isinstance(wave, InputError):
+            return ScoreResult(str(path), None, None, str(wave), **base)
+        waveform, score = wave, file_score(per_window)
+        timeline = self._timeline(len(waveform), per_window) if segments else None
+        if not np.isfinite(score):
+            return ScoreResult(str(path), None, None, f"the model gave a NaN or infinite score for {path}", **base)
+        llr, p_bonafide, decision = self.verdict(score, rule)
+        return ScoreResult(str(path), score, decision, None, llr, p_bonafide,
+                           duration_s=len(waveform) / self.sample_rate, segments=timeline,
+                           note=self._length_note(len(waveform)), **base)
 
     def _length_note(self, length: int) -> str | None:
         seconds, window = length / self.sample_rate, self.num_samples / self.sample_rate
