@@ -82,6 +82,30 @@ def synth(out: Path = typer.Option(..., help="output directory"),
 
 
 @app.command()
+def prepare(dataset: str = typer.Argument(..., help="corpus reader: asv19-la, asv19-pa, asv21-la, asv21-df, asv5, "
+                                                      "in-the-wild, for-*, csv, synthetic"),
+            root: Path = typer.Option(..., help="corpus root"),
+            check_audio: bool = typer.Option(False, "--check-audio", help="decode every file: rates, durations, "
+                                                                          "silent and corrupt files"),
+            jobs: Optional[int] = typer.Option(None, help="decoding processes (default: every core)"),
+            out: Optional[Path] = typer.Option(None, help="the Parquet manifest to write"),
+            subsets: Optional[str] = typer.Option(None, help="comma list (default: the corpus' every subset)"),
+            expect: Optional[str] = typer.Option(None, help="rows per subset instead of the published counts, "
+                                                            "e.g. train=100,dev=50"),
+            drop_unusable: bool = typer.Option(False, "--drop-unusable", help="leave corrupt and silent files "
+                                                                              "out of the manifest")) -> None:
+    """Check a corpus against its published counts (missing, extra, unreadable files; label x attack table) and
+    write a Parquet manifest that train, evaluate, calibrate and score read (--dataset manifest --root FILE)."""
+    from plastispoof.data.prepare import format_check, parse_expected, prepare_corpus, unusable_line
+
+    check = prepare_corpus(dataset, root, subsets=_csv(subsets), expected=parse_expected(expect),
+                           check_audio=check_audio, jobs=jobs, out=out, drop_unusable=drop_unusable)
+    typer.echo(format_check(check))
+    if out is not None and check.manifest is None:
+        raise InputError(unusable_line(check))
+
+
+@app.command()
 def train(config: Path, set_: List[str] = typer.Option([], "--set", help="override, e.g. train.lr=1e-4"),
           resume: bool = typer.Option(False, help="continue a killed run from its last checkpoint")) -> None:
     """Train a model with a strategy from a YAML config."""
