@@ -159,7 +159,13 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
           as_json: bool = typer.Option(False, "--json", help="JSON Lines: one object per file, as each is done"),
           precision: str = typer.Option("float32", help="float32 | bfloat16: faster on CPUs with native bfloat16 "
                                                         "(AVX-512 BF16, AMX) and on GPUs; scores move by about "
-                                                        "0.01, at most 0.1 (docs/decisions.md)")
+                                                        "0.01, at most 0.1 (docs/decisions.md)"),
+          ray: Optional[str] = typer.Option(None, "--ray", help="score on Ray Data: local (start Ray here) | auto "
+                                            "(the cluster `ray start` made here) | HOST:PORT; needs --out"),
+          out: Optional[Path] = typer.Option(None, help="with --ray: the Parquet folder to write"),
+          actors: int = typer.Option(2, help="with --ray: scoring actors (one model each)"),
+          gpus_per_actor: float = typer.Option(0.0, help="with --ray: GPUs per actor (e.g. 1, or 0.5 to share)"),
+          batch_size: Optional[int] = typer.Option(None, help="with --ray: files per actor call (default 64)")
           ) -> None:
     """Score audio files or folders (any length); exit 2 if any file failed.
 
@@ -168,6 +174,20 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
     """
     from plastispoof.results import format_row, table_header
 
+    if ray is not None or out is not None:
+        from plastispoof.scale.ray_scoring import DetectorSpec, format_ray_scoring, score_with_ray
+
+        if ray is None or out is None or segments or plot is not None or as_json:
+            raise InputError("Ray scoring takes --ray and --out together, without --segments, --plot or --json "
+                             "(its rows are the --json fields)")
+        spec = DetectorSpec(*(str(p) if p else None for p in (run, model, weights, onnx, calibration)),
+                            precision=precision, operating_point=operating_point, prior=prior)
+        result = score_with_ray(paths, out, spec, address=ray, actors=actors, gpus_per_actor=gpus_per_actor,
+                                batch_size=batch_size)
+        typer.echo(format_ray_scoring(result))
+        if result.failed:
+            raise typer.Exit(2)
+        return
     if onnx is not None:
         from plastispoof.onnx_runtime import OnnxDetector
 

@@ -83,14 +83,16 @@ class CalibratedScoring(WindowScorer):
         self.calibration = calibration
 
     def iter_results(self, paths: list[str | Path], *, operating_point: str | None = None, prior: float = 0.5,
-                     segments: bool = False) -> Iterator[ScoreResult]:
+                     segments: bool = False, load: Any = None) -> Iterator[ScoreResult]:
         """Score files and folders one at a time (a result is yielded as soon as its file is done).
 
         Each result has ``score`` (raw, higher = more bona fide), with a calibration ``llr`` and ``p_bonafide``
         at ``prior``, a ``decision`` at ``operating_point`` (``eer`` | ``fpr=X`` | ``bayes``; None = ``eer``
         when a threshold is known, else no decision), ``duration_s``, the model's name and weight hash, and with
         ``segments`` the timeline ``[{start_s, end_s, score, llr}]`` of its windows. An operating point that
-        cannot be reached is an InputError before any file is scored.
+        cannot be reached is an InputError before any file is scored. ``load`` (a path -> waveform function that
+        raises InputError for a bad file): the paths are files read by it, not expanded (Ray scoring passes the
+        waveforms its tasks decoded).
         """
         from plastispoof.calibration import decision_threshold, logit
 
@@ -101,7 +103,8 @@ class CalibratedScoring(WindowScorer):
             point = operating_point or "eer"
             domain, threshold = decision_threshold(point, self.calibration, self.threshold, prior)
         self.decision_rule = describe_rule(point, domain, threshold, prior)
-        return self._results(self.found_files(paths), point, domain, threshold, prior, segments)
+        found = self.found_files(paths) if load is None else (list(paths), load)
+        return self._results(found, point, domain, threshold, prior, segments)
 
     def _results(self, found: tuple[list[Path], Any], point: str | None, domain: str,
                  threshold: float | None, prior: float, segments: bool) -> Iterator[ScoreResult]:
