@@ -346,9 +346,12 @@ def calibrate(run: str | Path | None, dataset: str, root: str | Path, subset: st
     from plastispoof.data.protocols import read_dataset
     from plastispoof.data.trials import BONAFIDE
     from plastispoof.inference import Detector
+    from plastispoof.scale.sharding import EvalGroup, rank_device, sharded_scores, world_size
     from plastispoof.scoring import window_mean_scores
 
     logit(prior)
+    if device is None and world_size() > 1:
+        device = rank_device()  # each torchrun rank on its own GPU
     if run is not None:
         detector = Detector.from_run(run, device=device)
         out = Path(out) if out is not None else Path(run) / CALIBRATION
@@ -362,25 +365,33 @@ def calibrate(run: str | Path | None, dataset: str, root: str | Path, subset: st
     if len(labels) < 2:
         raise InputError(f"{dataset} subset {subset!r} has only {next(iter(labels), 'no')} trials "
                          f"({len(trials)}); calibration needs bona fide and spoof trials")
-    started = time.perf_counter()
-    scores = window_mean_scores(detector, trials)
-    bonafide_ids = [t.utt_id for t in trials if t.label == BONAFIDE]
-    spoof_ids = [t.utt_id for t in trials if t.label != BONAFIDE]
-    bonafide = _checked([scores[u] for u in bonafide_ids], "bona fide", bonafide_ids)
-    spoof = _checked([scores[u] for u in spoof_ids], "spoof", spoof_ids)
-    calibration = fit_calibration(
-        bonafide, spoof, prior, model_hash=detector.model_hash, model=detector.name,
-        extra={"dev": {"dataset": dataset, "subset": subset, "root": str(root)},
-               "input": {"num_samples": detector.num_samples, "sample_rate": detector.sample_rate},
-               "seconds": round(time.perf_counter() - started, 3),
-               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    data = calibration.as_dict()
-    atomic_write_json(out, data)
-    if run is not None and Path(out).resolve() == (Path(run) / CALIBRATION).resolve():
-        from plastispoof.card import write_run_card
+    group = EvalGroup.from_env()  # under torchrun the dev trials are scored in shards
+    try:
+        started = time.perf_counter()
+        show = group.rank == 0
+        scores = sharded_scores(trials, lambda part: window_mean_scores(detector, part, show_progress=show),
+                                detector.batch_size, group)
+        if scores is None:  # another rank than 0 under torchrun: rank 0 fits and writes
+            return group.broadcast(None)
+        bonafide_ids = [t.utt_id for t in trials if t.label == BONAFIDE]
+        spoof_ids = [t.utt_id for t in trials if t.label != BONAFIDE]
+        bonafide = _checked([scores[u] for u in bonafide_ids], "bona fide", bonafide_ids)
+        spoof = _checked([scores[u] for u in spoof_ids], "spoof", spoof_ids)
+        calibration = fit_calibration(
+            bonafide, spoof, prior, model_hash=detector.model_hash, model=detector.name,
+            extra={"dev": {"dataset": dataset, "subset": subset, "root": str(root)},
+                   "input": {"num_samples": detector.num_samples, "sample_rate": detector.sample_rate},
+                   "seconds": round(time.perf_counter() - started, 3),
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        data = calibration.as_dict()
+        atomic_write_json(out, data)
+        if run is not None and Path(out).resolve() == (Path(run) / CALIBRATION).resolve():
+            from plastispoof.card import write_run_card
 
-        write_run_card(run)
-    return Path(out), data
+            write_run_card(run)
+        return group.broadcast((Path(out), data)) if group.enabled else (Path(out), data)
+    finally:
+        group.close()
 
 
 def format_calibration(path: Path, data: dict[str, Any]) -> str:

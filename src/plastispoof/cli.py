@@ -138,8 +138,11 @@ def evaluate(run: Path, dataset: str = typer.Option(..., help="protocol reader n
              ) -> None:
     """Score a dataset with a trained run: score file, metrics, DET curve and histograms."""
     from plastispoof.evaluate import evaluate_run, format_metrics
+    from plastispoof.scale.sharding import is_main_rank
 
-    typer.echo(format_metrics(evaluate_run(run, dataset=dataset, root=root, subset=subset, full=full)))
+    report = evaluate_run(run, dataset=dataset, root=root, subset=subset, full=full)
+    if is_main_rank():  # under torchrun every rank scores a shard; rank 0 reports
+        typer.echo(format_metrics(report))
 
 
 @app.command()
@@ -244,8 +247,11 @@ def calibrate(run: Optional[Path] = typer.Argument(None, help="run directory (or
     """Fit score -> LLR (affine, prior-weighted logistic regression) on dev scores pooled like `score`."""
     from plastispoof.calibration import calibrate as run_calibration, format_calibration
 
-    typer.echo(format_calibration(*run_calibration(run, dataset, root, subset, model=model, weights=weights,
-                                                   out=out, prior=prior)))
+    from plastispoof.scale.sharding import is_main_rank
+
+    result = run_calibration(run, dataset, root, subset, model=model, weights=weights, out=out, prior=prior)
+    if is_main_rank():  # under torchrun every rank scores a shard; rank 0 reports
+        typer.echo(format_calibration(*result))
 
 
 @app.command()
