@@ -93,15 +93,18 @@ def prepare(dataset: str = typer.Argument(..., help="corpus reader: asv19-la, as
             expect: Optional[str] = typer.Option(None, help="rows per subset instead of the published counts, "
                                                             "e.g. train=100,dev=50"),
             drop_unusable: bool = typer.Option(False, "--drop-unusable", help="leave corrupt and silent files "
-                                                                              "out of the manifest")) -> None:
+                                                                              "out of the manifest"),
+            shards: Optional[Path] = typer.Option(None, help="also write WebDataset tar shards here (data.shards)"),
+            shard_size: int = typer.Option(1000, help="utterances per shard")) -> None:
     """Check a corpus against its published counts (missing, extra, unreadable files; label x attack table) and
     write a Parquet manifest that train, evaluate, calibrate and score read (--dataset manifest --root FILE)."""
     from plastispoof.data.prepare import format_check, parse_expected, prepare_corpus, unusable_line
 
     check = prepare_corpus(dataset, root, subsets=_csv(subsets), expected=parse_expected(expect),
-                           check_audio=check_audio, jobs=jobs, out=out, drop_unusable=drop_unusable)
+                           check_audio=check_audio, jobs=jobs, out=out, drop_unusable=drop_unusable,
+                           shards=shards, shard_size=shard_size)
     typer.echo(format_check(check))
-    if out is not None and check.manifest is None:
+    if check.unusable and not drop_unusable and (out is not None or shards is not None):
         raise InputError(unusable_line(check))
 
 

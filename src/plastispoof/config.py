@@ -40,6 +40,8 @@ class DataConfig(Section):
     max_dev: int | None = None
     max_eval: int | None = None
     feature_cache: str | None = Field(None, description="directory for cached frozen-front-end features")
+    shards: str | None = Field(None, description="WebDataset shards of the corpus (plastispoof prepare --shards): "
+                               "training reads its subset from them instead of the audio files")
     augment: AugmentList = Field(default_factory=list, description="augmentations of the training crops, in "
                                  "order, each with its probability p (see plastispoof.augment.config)")
 
@@ -48,6 +50,9 @@ class DataConfig(Section):
         if self.augment and self.feature_cache:
             raise ValueError("data.augment changes the audio of every epoch, so it cannot be combined with "
                              "data.feature_cache (features computed once)")
+        if self.shards and (self.feature_cache or self.augment or self.max_train):
+            raise ValueError("data.shards streams the whole training subset as stored: it cannot be combined with "
+                             "data.feature_cache, data.augment or data.max_train")
         return self
 
 

@@ -72,6 +72,8 @@ class CorpusCheck:
     manifest: Path | None = None
     dropped: int = 0
     seconds: float = 0.0
+    shards: Path | None = None
+    shard_index: dict[str, Any] | None = None
 
     @property
     def corrupt(self) -> list[Path]:
@@ -89,14 +91,15 @@ class CorpusCheck:
 
 def prepare_corpus(dataset: str, root: str | Path, *, subsets: list[str] | None = None,
                    expected: dict[str, int] | None = None, check_audio: bool = False, jobs: int | None = None,
-                   out: str | Path | None = None, drop_unusable: bool = False,
-                   show_progress: bool = True) -> CorpusCheck:
+                   out: str | Path | None = None, drop_unusable: bool = False, shards: str | Path | None = None,
+                   shard_size: int = 1000, show_progress: bool = True) -> CorpusCheck:
     """Check ``dataset`` under ``root`` and (with ``out``) write its manifest; see the module notes.
 
     ``expected``: rows per subset to compare with instead of :data:`PUBLISHED_COUNTS`. Bad input (another
     corpus, a protocol count that differs, protocol rows for missing files) is an :class:`InputError` before
     any audio is decoded. With ``check_audio``, unusable files (corrupt, silent) keep the manifest from being
-    written unless ``drop_unusable`` leaves them out of it.
+    written unless ``drop_unusable`` leaves them out of it. ``shards``: also write each subset as WebDataset
+    shards of ``shard_size`` utterances there (:mod:`plastispoof.data.shards`).
     """
     started = time.perf_counter()
     if dataset == "manifest":
@@ -118,13 +121,22 @@ def prepare_corpus(dataset: str, root: str | Path, *, subsets: list[str] | None 
         check.audio = decode_all(sorted(named), jobs, show_progress)
         check.stats = {path: FileStat(stat.size, stat.mtime_ns, check.audio[path].duration,
                                       check.audio[path].sample_rate) for path, stat in check.stats.items()}
+    unusable = set(check.unusable)
+    if unusable and not drop_unusable and (out is not None or shards is not None):
+        check.seconds = time.perf_counter() - started
+        return check  # the caller reports them; no manifest or shards of files training cannot read
+    kept = [trial for trial in trials if trial.path not in unusable]
+    check.dropped = len(trials) - len(kept)
+    if shards is not None:
+        from plastispoof.data.shards import write_shards
+
+        by_subset: dict[str, list[Trial]] = {}
+        for trial in kept:
+            by_subset.setdefault(trial.subset, []).append(trial)
+        check.shards = Path(shards)
+        check.shard_index = write_shards(by_subset, shards, dataset, per_shard=shard_size,
+                                         show_progress=show_progress)
     if out is not None:
-        unusable = set(check.unusable)
-        if unusable and not drop_unusable:
-            check.seconds = time.perf_counter() - started
-            return check  # the caller reports them; no manifest of files training cannot read
-        kept = [trial for trial in trials if trial.path not in unusable]
-        check.dropped = len(trials) - len(kept)
         check.manifest = write_manifest(out, kept, check.stats, {
             "dataset": dataset, "root": str(root.absolute()), "subsets": sorted({t.subset for t in kept}),
             "created": time.time(), "checked_audio": check_audio, "dropped": check.dropped})
@@ -235,6 +247,10 @@ def format_check(check: CorpusCheck) -> str:
                   f"  corrupt: {len(check.corrupt):,}"
                   + (" (e.g. " + "; ".join(f"{p}: {check.audio[p].error}" for p in check.corrupt[:EXAMPLES]) + ")"
                      if check.corrupt else "")]
+    if check.shard_index is not None:
+        lines += ["", f"shards: {check.shards} (" + ", ".join(
+            f"{subset} {len(entry['shards'])} x up to {check.shard_index['per_shard']:,}"
+            for subset, entry in check.shard_index["subsets"].items()) + " utterances)"]
     if check.manifest is not None:
         dropped = f", {check.dropped:,} unusable file(s) left out" if check.dropped else ""
         lines += ["", f"manifest: {check.manifest} ({len(check.trials) - check.dropped:,} rows{dropped})"]
@@ -260,10 +276,10 @@ def parse_expected(text: str | None) -> dict[str, int] | None:
 
 
 def unusable_line(check: CorpusCheck) -> str:
-    """The one line that explains why no manifest was written."""
+    """The one line that explains why no manifest or shards were written."""
     problems = [f"{path}: {check.audio[path].error or 'digital silence'}" for path in check.unusable]
-    return (summarise(problems, "unusable audio file(s)") + "; no manifest written (fix or remove them, or pass "
-            "--drop-unusable to leave them out of it)")
+    return (summarise(problems, "unusable audio file(s)") + "; no manifest or shards written (fix or remove them, "
+            "or pass --drop-unusable to leave them out)")
 
 
 def as_dict(check: CorpusCheck) -> dict[str, Any]:
