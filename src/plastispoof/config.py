@@ -40,6 +40,9 @@ class DataConfig(Section):
     max_dev: int | None = None
     max_eval: int | None = None
     feature_cache: str | None = Field(None, description="directory for cached frozen-front-end features")
+    feature_cache_dtype: Literal["float16", "float32"] = Field("float16", description="how cached features are "
+                                                               "stored (float16: half the disk, scores move by "
+                                                               "about 1e-3)")
     shards: str | None = Field(None, description="WebDataset shards of the corpus (plastispoof prepare --shards): "
                                "training reads its subset from them instead of the audio files")
     augment: AugmentList = Field(default_factory=list, description="augmentations of the training crops, in "

@@ -59,7 +59,7 @@ def cached_first_crop_scores(cfg: Any, model: nn.Module, trials: Sequence[Trial]
     from plastispoof.data.feature_cache import first_crop_features
 
     features = first_crop_features(trials, frontend, cfg.data.feature_cache, cfg.data.num_samples,
-                                   cfg.data.sample_rate)
+                                   cfg.data.sample_rate, dtype=cfg.data.feature_cache_dtype)
     return features.scores(model, cfg.data.eval_batch_size)
 
 

@@ -76,9 +76,10 @@ def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device,
                            train=not data.feature_cache, seed=cfg.seed, augment=data.augment)
     dev_features = None
     if data.feature_cache:  # dev scored from the cache too: a frozen encoder gives a fixed crop the same features
-        dataset = _cached_features(dataset, model, cfg.model.name, data.feature_cache)
+        dataset = _cached_features(dataset, model, cfg.model.name, data.feature_cache, data.feature_cache_dtype)
         dev_features = first_crop_features(dev_trials, model.frontend, data.feature_cache, data.num_samples,
-                                           data.sample_rate, bind=False)  # bound at each scoring (dev_scores)
+                                           data.sample_rate, bind=False,  # bound at each scoring (dev_scores)
+                                           dtype=data.feature_cache_dtype)
     generator = torch.Generator().manual_seed(cfg.seed)
     if data.shards:
         return _shard_data(cfg, train_trials, dev_trials, weights, device, rank, world_size, generator)
@@ -96,7 +97,7 @@ def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device,
                         min(steps, cfg.train.max_steps_per_epoch or steps), dev_features)
 
 
-def _cached_features(dataset, model: nn.Module, model_name: str, directory: str):
+def _cached_features(dataset, model: nn.Module, model_name: str, directory: str, dtype: str):
     """Train on the frozen SSL front-end's features, encoded once and read from disk afterwards."""
     from plastispoof.data.feature_cache import CachedFeatureDataset
     from plastispoof.models.ssl import SSLFrontend
@@ -105,7 +106,7 @@ def _cached_features(dataset, model: nn.Module, model_name: str, directory: str)
     if not isinstance(frontend, SSLFrontend):
         raise InputError(f"data.feature_cache needs a model with an SSL front-end; {model_name!r} has none")
     # Keyed later (TrainingData.bind_feature_cache): init_from weights or a checkpoint may still replace them.
-    return CachedFeatureDataset(dataset, frontend, directory, bind=False)
+    return CachedFeatureDataset(dataset, frontend, directory, bind=False, dtype=dtype)
 
 
 def _shard_data(cfg: ExperimentConfig, train_trials: list[Trial], dev_trials: list[Trial], weights, device,
