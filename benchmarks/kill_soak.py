@@ -2,10 +2,10 @@
 each kill, until it finishes; the finished run must have the same weights hash and metrics as an uninterrupted
 run, and no kill may leave the run directory unreadable.
 
-Each kill aims at one moment in turn: anywhere (a random time), during a checkpoint write (a temp file of an
-atomic write seen in the run directory), during dev evaluation (a dev audio file open in the process) or during
-a training step (a train audio file open). What the process was really doing is read from ``/proc/PID/fd`` and
-the run directory at the kill, and counted. When a run finishes before the kills asked for, a fresh run starts
+Each kill aims at one moment in turn: anywhere (a random time), during a checkpoint write, during dev evaluation
+or during a training step. ``_soak_train.py`` runs ``plastispoof train`` with those functions wrapped to write
+their name to a phase file while they run; the soak kills when the phase it aims at comes up (after a random
+number of sightings) and counts the phase each kill really hit. When a run finishes before the kills asked for, a fresh run starts
 and is killed in turn (each finished run is compared).
 
     python benchmarks/kill_soak.py --kills 20 --out /tmp/soak      # about 3 minutes on one idle core
@@ -72,12 +72,16 @@ def write_config(path: Path, corpus: Path, out: Path, name: str, epochs: int) ->
     return path
 
 
+WRAPPER = Path(__file__).with_name("_soak_train.py")  # train, writing the phase it is in to a file
+
+
 def _command(config: Path, resume: bool) -> list[str]:
-    return [sys.executable, "-m", "plastispoof.cli", "train", str(config)] + (["--resume"] if resume else [])
+    return [sys.executable, str(WRAPPER), "train", str(config)] + (["--resume"] if resume else [])
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+def _env(phase_file: Path | None = None) -> dict[str, str]:
+    phase = {"KILL_SOAK_PHASE_FILE": str(phase_file or Path(os.devnull))}
+    return {**os.environ, "OMP_NUM_THREADS": "1", **phase}
 
 
 def weights_hash(path: Path) -> str:
@@ -121,61 +125,37 @@ def unreadable_files(run_dir: Path) -> list[str]:
     return bad
 
 
-def _open_files(pid: int) -> list[str]:
+def _phase(phase_file: Path) -> str:
     try:
-        fds = os.listdir(f"/proc/{pid}/fd")
+        return phase_file.read_bytes().decode(errors="replace").strip() or "start-up"
     except OSError:
-        return []
-    names = []
-    for fd in fds:
-        try:
-            names.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            continue
-    return names
+        return "start-up"
 
 
-def _moment(run_dir: Path, open_files: list[str]) -> str:
-    if run_dir.is_dir() and any(run_dir.rglob(".*.tmp*")):
-        return "checkpoint write"
-    if any("_dev/" in name for name in open_files):
-        return "dev evaluation"
-    if any("_train/" in name for name in open_files):
-        return "training step"
-    return "other (start-up, logging, plots)"
-
-
-def _sighted(aim: str, run_dir: Path, open_files: list[str]) -> bool:
-    if aim == "checkpoint write":
-        return run_dir.is_dir() and any((run_dir / "checkpoints").glob(".*.tmp*"))
-    return any(("_dev/" if aim == "dev evaluation" else "_train/") in name for name in open_files)
-
-
-def kill_once(config: Path, run_dir: Path, resume: bool, aim: str, limit: float, rng: random.Random) -> str | None:
+def kill_once(config: Path, phase_file: Path, resume: bool, aim: str, limit: float, rng: random.Random) -> str | None:
     """Start ``train`` (``--resume``), kill it at the ``aim`` moment (or a random time before ``limit`` s); the
-    moment it was killed in, or None when it finished first."""
-    process = subprocess.Popen(_command(config, resume), env=_env(), stdout=subprocess.DEVNULL,
+    phase it was killed in, or None when it finished first."""
+    phase_file.write_bytes(b"")
+    process = subprocess.Popen(_command(config, resume), env=_env(phase_file), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     started = time.perf_counter()
-    deadline = started + rng.uniform(0.5, limit) if aim == "random" else started + limit
-    skip = rng.randrange(0, 4)  # aimed kills: let a few sightings pass, so kills land in different epochs
-    last_open: list[str] = []
-    while process.poll() is None:
-        now = time.perf_counter()
-        last_open = _open_files(process.pid) or last_open
-        if aim != "random" and _sighted(aim, run_dir, last_open):
-            if skip == 0:
-                break
-            skip -= 1
-            time.sleep(0.05)
-        if now >= deadline:
-            break
-        time.sleep(0.0005)
+    deadline = started + rng.uniform(0.5, limit) if aim == "random" else started + 3 * limit
+    skip = rng.randrange(0, 6)  # aimed kills: let a few sightings pass, so kills land in different epochs
+    seen = False
+    while process.poll() is None and time.perf_counter() < deadline:
+        if aim != "random":
+            now_in = _phase(phase_file) == aim
+            if now_in and not seen:
+                if skip == 0:
+                    break
+                skip -= 1
+            seen = now_in
+        time.sleep(0.0002)
     if process.poll() is not None:
         return None
     os.kill(process.pid, signal.SIGKILL)  # the training process this soak started
     process.wait()
-    return _moment(run_dir, last_open)
+    return _phase(phase_file)
 
 
 def finish(config: Path) -> None:
@@ -204,7 +184,7 @@ def kill_soak(out: Path, kills: int = 20, epochs: int = 3, seed: int = 0) -> dic
         resume = False
         while sum(moments.values()) < kills:
             aim = MOMENTS[sum(moments.values()) % len(MOMENTS)]
-            moment = kill_once(config, run_dir, resume, aim, reference_seconds, rng)
+            moment = kill_once(config, out / f"{name}.phase", resume, aim, reference_seconds, rng)
             if moment is None:
                 break  # the run finished first
             moments[moment] += 1
