@@ -82,6 +82,10 @@ class TrainConfig(Section):
     class_weights: Literal["none", "balanced"] | list[float] = "balanced"
     grad_clip: float | None = 5.0
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
+    amp_dtype: Literal["float16", "bfloat16"] = Field("float16", description="what autocast computes in on CUDA: "
+                                                      "bfloat16 (Ampere and newer) needs no loss scaling")
+    channels_last: bool = Field(False, description="keep convolution weights (and so activations) in channels_last "
+                                "memory format: faster with AMP on tensor-core GPUs for 2-D CNNs (ResNet)")
     early_stopping: int | None = Field(None, description="stop a stage after this many epochs without dev gain")
     select: Literal["best", "last"] = Field("best", description="weights a stage ends with: those of its lowest "
                                             "dev EER, or its last epoch's (a fixed budget: for a dev set too small "
