@@ -72,7 +72,8 @@ def test_published_counts_are_checked(tmp_path):
     # The keys-only corpora are checked against their own rows; --expect names a deliberately partial copy.
     result = cli("prepare", "asv19-la", "--root", str(tmp_path / "c"), "--expect", "train=7,dev=5,eval=4")
     assert result.returncode == 0, result.stderr
-    assert "train                  7           7" in result.stdout and "extra audio files no protocol names: 0" in result.stdout
+    assert "train                  7           7" in result.stdout
+    assert "extra audio files no protocol names: 0" in result.stdout
 
 
 def test_missing_and_extra_files_are_counted_with_examples(tmp_path):
@@ -84,7 +85,8 @@ def test_missing_and_extra_files_are_counted_with_examples(tmp_path):
     (flac / "notes.txt").write_text("not audio")
     result = cli("prepare", "asv19-la", "--root", str(tmp_path / "c"), "--expect", "train=7,dev=5,eval=4")
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith("error: 2 protocol row(s) of asv19-la under") and "LA_T_0000001.flac" in result.stderr
+    assert result.stderr.startswith("error: 2 protocol row(s) of asv19-la under")
+    assert "LA_T_0000001.flac" in result.stderr
     assert result.stderr.count("\n") == 1
     sf.write(flac / "LA_T_0000001.flac", np.full(800, 0.1, np.float32), 16000)
     sf.write(flac / "LA_T_0000002.flac", np.full(800, 0.1, np.float32), 16000)

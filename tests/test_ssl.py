@@ -257,7 +257,8 @@ def test_the_cache_stores_float16_reports_its_size_and_refuses_a_disk_too_small(
     assert stored.numel() * 2 + 128 >= cached.cache.path(dev_dataset.trials[0].utt_id).stat().st_size - 64
     assert cached.plan().missing == 0  # nothing left to encode, nothing more needed
     # A "last" front-end keeps only its last hidden state.
-    assert CachedFeatureDataset(dev_dataset, tiny(freeze=True), tmp_path / "c2", report=lines.append).plan().states == 1
+    last = CachedFeatureDataset(dev_dataset, tiny(freeze=True), tmp_path / "c2", report=lines.append)
+    assert last.plan().states == 1
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(feature_cache.shutil, "disk_usage", lambda path: usage._replace(free=1000))

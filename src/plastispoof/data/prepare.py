@@ -240,8 +240,8 @@ def format_check(check: CorpusCheck) -> str:
         durations = np.array([c.duration for c in good]) if good else np.zeros(1)
         lines += ["", "audio (decoded every file)",
                   "  sample rates: " + ", ".join(f"{rate} Hz x {n:,}" for rate, n in rates.most_common()),
-                  f"  durations: min {durations.min():.2f} s, mean {durations.mean():.2f} s, max {durations.max():.2f} s,"
-                  f" total {durations.sum() / 3600:.2f} h",
+                  f"  durations: min {durations.min():.2f} s, mean {durations.mean():.2f} s, "
+                  f"max {durations.max():.2f} s, total {durations.sum() / 3600:.2f} h",
                   f"  silent: {len(check.silent):,}"
                   + (f" (e.g. {'; '.join(map(str, check.silent[:EXAMPLES]))})" if check.silent else ""),
                   f"  corrupt: {len(check.corrupt):,}"

@@ -99,7 +99,8 @@ def read_index(directory: str | Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError(f"no shards in {directory} (no {INDEX}); write them with plastispoof prepare --shards") from None
+        raise InputError(f"no shards in {directory} (no {INDEX}); write them with plastispoof prepare "
+                         "--shards") from None
     except (OSError, ValueError) as err:
         raise InputError(f"{path} is not a readable shard index ({err})") from None
 

@@ -122,6 +122,7 @@ class RayScoring:
     seconds: float
     actors: int
     address: str
+    pipeline_seconds: float = 0.0  # from the first Ray Data call to the written output (Ray already up)
 
 
 def connect(address: str, connect_timeout: float = 10.0, num_cpus: int | None = None) -> None:
@@ -206,6 +207,7 @@ def score_with_ray(inputs: list[str | Path], out: str | Path, spec: DetectorSpec
     try:
         import ray.data
 
+        pipeline_started = time.perf_counter()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = True
         dataset = (ray.data.read_parquet(str(manifest[0]), columns=["path"]) if items is None
@@ -215,6 +217,7 @@ def score_with_ray(inputs: list[str | Path], out: str | Path, spec: DetectorSpec
                                      batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
                                      num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None)
         scored.write_parquet(str(out))
+        pipeline_seconds = time.perf_counter() - pipeline_started
     finally:
         if address == "local":
             ray.shutdown()
@@ -223,7 +226,8 @@ def score_with_ray(inputs: list[str | Path], out: str | Path, spec: DetectorSpec
     errors = pq.read_table(out, columns=["error"]).column("error").to_pylist()
     if len(errors) != files:
         raise RuntimeError(f"Ray wrote {len(errors)} rows for {files} files")  # a bug, not bad input
-    return RayScoring(out, files, sum(bool(e) for e in errors), time.perf_counter() - started, actors, address)
+    return RayScoring(out, files, sum(bool(e) for e in errors), time.perf_counter() - started, actors, address,
+                      pipeline_seconds)
 
 
 def format_ray_scoring(result: RayScoring) -> str:
