@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from needs import skip_or_fail, unless
 from torch import nn
 
 from plastispoof.errors import InputError
@@ -32,14 +33,13 @@ BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 SAMPLES = 64600
 SR = 16000
 
-needs_checkpoints = pytest.mark.skipif(not OFFICIAL_DIR.is_dir(),
-                                       reason=f"official AASIST checkpoints not found at {OFFICIAL_DIR}")
+needs_checkpoints = unless(OFFICIAL_DIR.is_dir(), f"official AASIST checkpoints not found at {OFFICIAL_DIR}")
 
 
 @pytest.fixture(scope="module")
 def official() -> dict[str, nn.Module]:
     if not OFFICIAL_DIR.is_dir():
-        pytest.skip(f"official AASIST checkpoints not found at {OFFICIAL_DIR}")
+        skip_or_fail(f"official AASIST checkpoints not found at {OFFICIAL_DIR}")
     return {name: load_official(name, OFFICIAL_DIR / file) for name, file in CHECKPOINTS.items()}
 
 
@@ -175,8 +175,13 @@ def test_layer_inputs_on_speech_like_audio_match_the_checkpoints_batchnorm_stati
 @pytest.mark.parametrize("name, file, fits",
                          [("aasist-l", "AASIST.pth", "aasist"), ("aasist", "AASIST-L.pth", "aasist-l")])
 def test_a_checkpoint_of_the_other_variant_is_refused_naming_the_one_it_fits(name, file, fits):
-    with pytest.raises(InputError, match=rf"does not fit model '{name}'.*tensors mismatch.*fits model '{fits}'"):
+    with pytest.raises(InputError, match=rf"does not fit model '{name}'.*fits model '{fits}'") as refused:
         load_official(name, OFFICIAL_DIR / file)
+    # the counts add up: every mismatch is missing, unexpected or of another shape, out of the two sizes
+    counts = re.search(r": (\d+) missing, (\d+) unexpected, (\d+) of another shape \(the file holds (\d+) tensors, "
+                       r"the model (\d+);", str(refused.value))
+    missing, unexpected, shaped, in_file, in_model = map(int, counts.groups())
+    assert unexpected + shaped <= in_file and missing + shaped <= in_model and missing + unexpected + shaped > 0
 
 
 def test_files_that_are_not_state_dicts_are_refused(tmp_path):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_run import tiny_config, write_tiny_corpus
 from torch import nn
 
 from plastispoof.analysis.expert_usage import ExpertUsage, expert_usage_report
@@ -18,7 +19,6 @@ from plastispoof.fileio import atomic_write_text
 from plastispoof.models.base import build_model
 from plastispoof.runs import load_state_strict, read_weights, save_weights, write_meta
 from plastispoof.training.losses import auxiliary_loss
-from tiny_run import tiny_config, write_tiny_corpus
 
 SAMPLES = 4000  # 0.25 s = 12 frames: more than the 10 that wav2vec2's training-time time masking spans
 

@@ -113,8 +113,8 @@ def test_layer_ablation_and_gradcam_on_tiny_corpus(tmp_path, tiny_corpus):
 def test_gradcam_maps_are_normalised_per_stage():
     import torch
 
-    from plastispoof.models.base import build_model
     from plastispoof.analysis.gradcam import gradcam_maps
+    from plastispoof.models.base import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet18", width=4)

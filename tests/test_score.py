@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config
 
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
-from plastispoof.scoring import score_trials
 from plastispoof.inference import Detector
 from plastispoof.results import ScoreResult, format_results
+from plastispoof.scoring import score_trials
 from plastispoof.training import train
-from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,16 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_run import write_tiny_corpus
 from torch import nn
 from torch.utils.data import DataLoader
 
 from plastispoof.data.dataset import TrialDataset
+from plastispoof.data.feature_cache import CachedFeatureDataset, FeatureCache
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
 from plastispoof.models.base import build_model
-from plastispoof.data.feature_cache import CachedFeatureDataset, FeatureCache
 from plastispoof.models.ssl import SSLFrontend
-from tiny_run import write_tiny_corpus
 
 
 def waves(batch: int = 2, samples: int = 8000, seed: int = 0) -> torch.Tensor:

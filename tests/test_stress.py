@@ -9,17 +9,24 @@ import sys
 import numpy as np
 import pytest
 import torch
+from tiny_run import grnn_config, write_tiny_corpus
 
 from plastispoof import stress as stress_module
+from plastispoof.analysis.stress import (
+    CONDITIONS,
+    _Babble,
+    _DegradedDataset,
+    check_conditions,
+    packet_loss,
+    stress,
+    stress_command,
+)
 from plastispoof.augment import codecs
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
 from plastispoof.inference import Detector
 from plastispoof.models.base import SpoofModel
-from plastispoof.stress import (CONDITIONS, _Babble, _DegradedDataset, check_conditions, packet_loss, stress,
-                                stress_command)
 from plastispoof.training import train
-from tiny_run import grnn_config, write_tiny_corpus
 
 RATE = 16000
 

@@ -12,8 +12,17 @@ import pytest
 import soundfile as sf
 
 from plastispoof.data import synthetic
-from plastispoof.data.synthetic import (ATTACKS, PROFILES, SAMPLE_RATE, STAMP_NAME, SUBSETS, Profile, audio_dir,
-                                        protocol_path, write_corpus)
+from plastispoof.data.synthetic import (
+    ATTACKS,
+    PROFILES,
+    SAMPLE_RATE,
+    STAMP_NAME,
+    SUBSETS,
+    Profile,
+    audio_dir,
+    protocol_path,
+    write_corpus,
+)
 from plastispoof.errors import InputError
 
 LINE = re.compile(r"^(LA_\d{4}) (LA_([TDE])_\d{7}) - (-|A\d\d) (bonafide|spoof)$")

@@ -11,15 +11,15 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny_run import TinySpectrumModel, tiny_config, without_timing, write_tiny_corpus
 
 from plastispoof.config import load_config
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
-from plastispoof.scoring import score_trials
 from plastispoof.metrics import compute_eer
 from plastispoof.runs import load_run_model, read_jsonl
+from plastispoof.scoring import score_trials
 from plastispoof.training import train
-from tiny_run import TinySpectrumModel, tiny_config, without_timing, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")

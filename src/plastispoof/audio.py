@@ -1,15 +1,15 @@
 """Audio in and out: load any file as mono float32 at one rate, crop / pad to a fixed length, slide windows.
 
-Decoding goes through soundfile (libsndfile reads WAV, FLAC, OGG/Opus and MP3); the containers libsndfile cannot
-read (m4a, aac, ...) fall back to librosa, which needs an ffmpeg/gstreamer backend on the machine. Resampling
-uses soxr (librosa's own resampler), which is exact for any pair of rates.
+Decoding goes through soundfile (libsndfile reads WAV, FLAC, OGG/Vorbis and MP3); what libsndfile cannot read
+(m4a / AAC, Opus, WebM, ...) is decoded by PyAV (FFmpeg's libraries in the ``av`` wheel, already a dependency
+for the codec round trips). Resampling uses soxr, which is exact for any pair of rates.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,38 +20,46 @@ from plastispoof.errors import InputError
 
 ASVSPOOF_NUM_SAMPLES = 64600  # about 4 s at 16 kHz: the crop / pad length of the ASVspoof baselines
 SILENCE_LEVEL = 1e-7  # below this peak a file is digital silence
-# Containers libsndfile cannot read. Only these go to librosa: its first call costs seconds of imports, which a
-# corrupt WAV should not pay.
-_LIBROSA_SUFFIXES = (".m4a", ".mp4", ".aac", ".wma", ".webm")
+MAX_SECONDS = 600.0  # longer files are refused unless the caller raises the limit (score --max-seconds)
+# Containers libsndfile cannot read go straight to PyAV.
+_PYAV_SUFFIXES = (".m4a", ".mp4", ".aac", ".opus", ".wma", ".webm", ".amr")
 _BLOCK_FRAMES = 1 << 16
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *, max_seconds: float = 600.0,
-               allow_silent: bool = False) -> np.ndarray:
+def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *, max_seconds: float = MAX_SECONDS,
+               allow_silent: bool = False, on_conversion: Callable[[str, str], None] | None = None) -> np.ndarray:
     """Decode ``path`` to a 1-D float32 array: channels averaged to mono, resampled to ``sample_rate``.
 
     Raises :class:`InputError` naming the file when it is missing, cannot be decoded, holds no samples,
-    holds NaN/Inf, is digital silence (unless ``allow_silent``) or is longer than ``max_seconds``.
+    holds NaN/Inf, is digital silence (unless ``allow_silent``) or is longer than ``max_seconds`` (0: no limit).
+    ``on_conversion(kind, text)`` is told when channels were averaged (``"channels"``) or the rate changed
+    (``"rate"``), so a caller can say so once.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file not found: {path}")
-    samples, source_rate = _decode(path, max_seconds)
+    samples, source_rate, channels = _decode(path, max_seconds or float("inf"))
     if not np.isfinite(samples).all():
         raise InputError(f"audio file {path} contains NaN or infinite samples")
     if samples.size and not allow_silent and np.abs(samples).max() < SILENCE_LEVEL:
         raise InputError(f"audio file {path} is digital silence (every sample below {SILENCE_LEVEL:g})")
+    if on_conversion is not None and channels > 1:
+        on_conversion("channels", f"{path.name} has {channels} channels: they were averaged to mono (and so were "
+                                  "those of any other multi-channel file)")
     if source_rate != sample_rate and samples.size:
+        if on_conversion is not None:
+            on_conversion("rate", f"{path.name} is at {source_rate} Hz: resampled to the model's {sample_rate} Hz "
+                                  "(and so is any other file at another rate)")
         samples = soxr.resample(samples, source_rate, sample_rate, quality="HQ")
     if samples.size == 0:
         raise InputError(f"audio file {path} holds no samples")
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
-def _decode(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Mono float32 samples of ``path`` at the file's own rate."""
-    if path.suffix.lower() in _LIBROSA_SUFFIXES:
-        return _decode_with_librosa(path, max_seconds)
+def _decode(path: Path, max_seconds: float) -> tuple[np.ndarray, int, int]:
+    """Mono float32 samples of ``path`` at the file's own rate, the rate and the number of channels averaged."""
+    if path.suffix.lower() in _PYAV_SUFFIXES:
+        return _decode_with_pyav(path, max_seconds)
     try:
         # NaN / Inf samples are reported by load_audio, not as numpy warnings while down-mixing.
         with sf.SoundFile(path) as audio, np.errstate(invalid="ignore", over="ignore"):
@@ -59,30 +67,44 @@ def _decode(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
             # Down-mix block by block so a many-channel file never sits in memory whole.
             blocks = [block.mean(axis=1) for block in
                       audio.blocks(_BLOCK_FRAMES, dtype="float32", always_2d=True)]
-            return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), audio.samplerate
+            samples = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+            return samples, audio.samplerate, audio.channels
     except InputError:
         raise
     except sf.LibsndfileError as err:
+        if "Format not recognised" in err.error_string:  # a container libsndfile lacks: PyAV may know it
+            return _decode_with_pyav(path, max_seconds)
         raise InputError(f"cannot decode audio file {path}: {err.error_string}") from err
     except (RuntimeError, ValueError, TypeError, OSError, EOFError) as err:
         raise InputError(f"cannot decode audio file {path}: {err}") from err
 
 
-def _decode_with_librosa(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
-    import librosa
+def _decode_with_pyav(path: Path, max_seconds: float) -> tuple[np.ndarray, int, int]:
+    import av  # FFmpeg's libraries load in ~0.1 s; only files libsndfile cannot read pay for them
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # librosa warns that it is falling back to audioread
-            # Decode one second past the limit: enough to tell "too long" without decoding a huge file.
-            samples, rate = librosa.load(path, sr=None, mono=False, duration=max_seconds + 1.0)
-    except Exception as err:  # audioread raises backend-specific types; all mean "cannot decode"
-        raise InputError(f"cannot decode audio file {path}: libsndfile cannot read {path.suffix} files and "
-                         f"no audioread backend (ffmpeg, gstreamer) could ({type(err).__name__})") from err
-    samples = np.asarray(samples, dtype=np.float32)
-    mono = samples.mean(axis=0) if samples.ndim == 2 else samples
-    _check_header(path, len(mono), rate, max_seconds)
-    return mono, int(rate)
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise InputError(f"cannot decode audio file {path}: it holds no audio stream")
+            stream = container.streams.audio[0]
+            rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
+            # Decoded as float32 planar by FFmpeg's resampler at the file's own rate (soxr resamples later).
+            to_float = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=rate)
+            blocks, frames = [], 0
+            for frame in container.decode(stream):
+                for chunk in to_float.resample(frame):
+                    block = chunk.to_ndarray()
+                    blocks.append(block.mean(axis=0))
+                    frames += block.shape[1]
+                _check_header(path, frames, rate, max_seconds)
+            for chunk in to_float.resample(None):
+                blocks.append(chunk.to_ndarray().mean(axis=0))
+    except InputError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as err:
+        raise InputError(f"cannot decode audio file {path}: {err}") from err
+    samples = np.concatenate(blocks).astype(np.float32) if blocks else np.zeros(0, np.float32)
+    return samples, int(rate or 0), int(channels or 1)
 
 
 def _check_header(path: Path, frames: int, rate: int, max_seconds: float) -> None:

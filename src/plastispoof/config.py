@@ -11,6 +11,7 @@ Every section forbids unknown keys, so a typo fails with an :class:`InputError` 
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,9 +121,28 @@ class ExperimentConfig(Section):
 def _validation_error_line(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
-    msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key" + _did_you_mean([str(p) for p in first["loc"]])
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{source}: {key}: {msg}{more}"
+
+
+def _did_you_mean(location: list[str]) -> str:
+    """``; did you mean 'lr'?`` for the closest field of the section an unknown key sits in (or nothing).
+
+    >>> _did_you_mean(["train", "epoch"]), _did_you_mean(["train", "zzz"])
+    ("; did you mean 'epochs'?", '')
+    """
+    section: type[BaseModel] = ExperimentConfig
+    for part in location[:-1]:
+        field = section.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        section = annotation
+    close = difflib.get_close_matches(location[-1], list(section.model_fields), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def validate(data: dict[str, Any], source: str = "config") -> ExperimentConfig:

@@ -25,20 +25,31 @@ from typing import Any
 from torch import nn
 
 from plastispoof import runs
+from plastispoof.calibration import CALIBRATION, read_calibration
+from plastispoof.data.dataset import subsample
+from plastispoof.data.feature_cache import first_crop_features
+from plastispoof.data.protocols import read_dataset
 from plastispoof.data.trials import BONAFIDE, Trial
 from plastispoof.fileio import atomic_write_json
+from plastispoof.inference import Detector
+from plastispoof.llr_metrics import llr_report, plot_reliability, reliability
 from plastispoof.metrics import compute_report, format_report
 from plastispoof.scale.sharding import EvalGroup, rank_device, sharded_scores
 from plastispoof.score_files import write_scores
-from plastispoof.scoring import (CONVENTION_TEXT, FIRST_CROP, WINDOW_MEAN, run_threshold, score_trials,
-                                 window_mean_scores)
+from plastispoof.scoring import (
+    CONVENTION_TEXT,
+    FIRST_CROP,
+    WINDOW_MEAN,
+    run_threshold,
+    score_trials,
+    window_mean_scores,
+)
+from plastispoof.weights_hash import model_hash
 
 
 def load_run_and_trials(run_dir: str | Path, dataset: str, root: str | Path, subset: str):
     """A run's config, rebuilt model and meta, and the trials to score: ``data.max_eval`` (a seeded subset)
     applies when the run set it. Shared by evaluation and the MoLEx expert-usage report."""
-    from plastispoof.data.dataset import subsample
-    from plastispoof.data.protocols import read_dataset
 
     cfg = runs.read_run_config(run_dir)
     model, meta = runs.load_run_model(run_dir)
@@ -55,7 +66,6 @@ def cached_first_crop_scores(cfg: Any, model: nn.Module, trials: Sequence[Trial]
     frontend = getattr(model, "frontend", None)
     if not cfg.data.feature_cache or not getattr(frontend, "freeze", False) or not hasattr(frontend, "cache_key"):
         return None
-    from plastispoof.data.feature_cache import first_crop_features
 
     features = first_crop_features(trials, frontend, cfg.data.feature_cache, cfg.data.num_samples,
                                    cfg.data.sample_rate, dtype=cfg.data.feature_cache_dtype)
@@ -86,7 +96,6 @@ def _evaluate(run_dir: Path, dataset: str, root: str | Path, subset: str, full: 
               group: EvalGroup) -> dict[str, Any]:
     """:func:`evaluate_run` on one rank of ``group``: every rank scores its shard, rank 0 writes the files and
     every rank returns rank 0's report."""
-    from plastispoof.inference import Detector
     from plastispoof.plots import plot_det, plot_score_histograms
 
     cfg, model, meta, trials = load_run_and_trials(run_dir, dataset, root, subset)
@@ -140,8 +149,6 @@ def _evaluate(run_dir: Path, dataset: str, root: str | Path, subset: str, full: 
 def _calibrated_metrics(run_dir: Path, model: nn.Module, convention: str, trials: Sequence[Trial],
                         scores: dict[str, float], stem: str, files: dict[str, Path]) -> dict[str, Any] | None:
     """LLR metrics of the run's calibration applied to ``scores`` (None when the run has no calibration)."""
-    from plastispoof.calibration import CALIBRATION, model_hash, read_calibration
-    from plastispoof.llr_metrics import llr_report, plot_reliability, reliability
 
     path = run_dir / CALIBRATION
     if not path.is_file():

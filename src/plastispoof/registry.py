@@ -47,6 +47,7 @@ MODELS = Registry("model")
 STRATEGIES = Registry("strategy")
 DATASETS = Registry("dataset")
 TRANSFORMS = Registry("transform")
+BACKENDS = Registry("back-end")  # bare SSL back-ends by name (plastispoof cost, the ssl-* models)
 
 _BUILTIN_MODULES = (  # light modules first: a lookup stops importing once its name is registered
     "plastispoof.models.resnet",

@@ -16,11 +16,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from plastispoof.audio import load_audio
+from plastispoof.audio import MAX_SECONDS, load_audio
+from plastispoof.calibration import Calibration, decision_threshold
 from plastispoof.errors import InputError
+from plastispoof.metrics import logit, sigmoid
 from plastispoof.scoring import WindowScorer, file_score
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".webm")
+# Below this a clip holds too little speech for a trustworthy score (docs/decisions.md): its result says so.
+MIN_RELIABLE_SECONDS = 1.0
 
 
 @dataclass
@@ -50,32 +54,33 @@ class ScoreResult:
 class CalibratedScoring(WindowScorer):
     """Calibrated, streamed scoring of files for any scorer (see the module notes)."""
 
-    calibration = None  # a plastispoof.calibration.Calibration once use_calibration() accepted it
+    calibration: Calibration | None = None  # set by use_calibration()
     precision: str | None = None  # what the model computes in (a Detector's float32 | bfloat16); None for ONNX
+    max_seconds: float = MAX_SECONDS  # longer files are refused (score --max-seconds)
+    dev_eer: float | None = None  # the dev EER its run or export stored, when known
+    on_note: Any = None  # called once per kind of conversion (stereo, resampled) with a line for a person
 
     def found_files(self, paths: list[str | Path]) -> tuple[list[Path], Any]:
         """The files to score (folders expanded, see :func:`expand_audio_paths`) and a loader that reads them
         at the scorer's rate, raising for a path that was not found as the decoding of a bad file would."""
         found = expand_audio_paths(paths)
         problems = {path: problem for path, problem in found if problem}
+        told: set[str] = set()
+
+        def converted(kind: str, text: str) -> None:  # once per kind and run, not once per file
+            if kind not in told and self.on_note is not None:
+                told.add(kind)
+                self.on_note(f"note: {text}")
 
         def load(path: Path) -> np.ndarray:
             if path in problems:
                 raise InputError(problems[path])
-            return load_audio(path, self.sample_rate)
+            return load_audio(path, self.sample_rate, max_seconds=self.max_seconds, on_conversion=converted)
 
         return [path for path, _ in found], load
 
-    def use_calibration(self, calibration) -> None:
-        """Score with ``calibration`` (a :class:`~plastispoof.calibration.Calibration` or a path to one); one
-        fitted on other weights is refused."""
-        from plastispoof.calibration import read_calibration
-
-        if isinstance(calibration, (str, Path)):
-            source = str(calibration)
-            calibration = read_calibration(calibration)
-        else:
-            source = "the calibration"
+    def use_calibration(self, calibration: Calibration, source: str = "the calibration") -> None:
+        """Score with ``calibration``; one fitted on other weights is refused (``source`` names it)."""
         if calibration.model_hash != self.model_hash:
             raise InputError(f"{source} belongs to other weights (sha256 {str(calibration.model_hash)[:12]}...) "
                              f"than this {self.name} model ({self.model_hash[:12]}...); calibrate this model "
@@ -94,8 +99,6 @@ class CalibratedScoring(WindowScorer):
         raises InputError for a bad file): the paths are files read by it, not expanded (Ray scoring passes the
         waveforms its tasks decoded).
         """
-        from plastispoof.calibration import decision_threshold, logit
-
         logit(prior)
         if operating_point is None and self.calibration is None and self.threshold is None:
             domain, threshold, point = "score", None, None
@@ -108,8 +111,6 @@ class CalibratedScoring(WindowScorer):
 
     def _results(self, found: tuple[list[Path], Any], point: str | None, domain: str,
                  threshold: float | None, prior: float, segments: bool) -> Iterator[ScoreResult]:
-        from plastispoof.calibration import logit, sigmoid
-
         for path, wave, per_window in self.scored_files(*found):
             base = {"model": self.name, "model_hash": self.model_hash, "operating_point": point,
                     "threshold": threshold, "prior": prior if self.calibration is not None else None,
@@ -130,12 +131,20 @@ class CalibratedScoring(WindowScorer):
             if threshold is not None:
                 value = llr if domain == "llr" else score
                 decision = "bonafide" if value > threshold else "spoof"
-            note = None
-            if segments and len(waveform) < self.num_samples:
-                note = (f"shorter than one window ({len(waveform) / self.sample_rate:.3f} s < "
-                        f"{self.num_samples / self.sample_rate:.3f} s): one repeat-padded segment")
+            note = self._length_note(len(waveform))
             yield ScoreResult(str(path), score, decision, None, llr, p_bonafide,
                               duration_s=len(waveform) / self.sample_rate, segments=timeline, note=note, **base)
+
+    def _length_note(self, length: int) -> str | None:
+        seconds, window = length / self.sample_rate, self.num_samples / self.sample_rate
+        notes = []
+        if seconds < MIN_RELIABLE_SECONDS:
+            notes.append(f"only {seconds:.3f} s of audio, under the {MIN_RELIABLE_SECONDS:g} s minimum for a "
+                         "trustworthy score")
+        if length < self.num_samples:
+            notes.append(f"shorter than one window ({seconds:.3f} s < {window:.3f} s): repeat-padded to one "
+                         f"{window:.3f} s window")
+        return "; ".join(notes) or None
 
     def _timeline(self, length: int, per_window: np.ndarray) -> list[dict[str, float | None]]:
         starts = window_starts(length, self.num_samples)
@@ -196,7 +205,7 @@ def describe_rule(point: str | None, domain: str, threshold: float | None, prior
 def table_header(calibrated: bool) -> str:
     """Column names of :func:`format_row` (score: raw, higher = more bona fide)."""
     llr = f"{'llr':>9}  {'p_bonafide':>10}  " if calibrated else ""
-    return f"{'score':>10}  {llr}{'decision':<8}  {'seconds':>8}  path"
+    return f"{'score':>10}  {llr}{'decision':<8}  {'audio_s':>8}  path"
 
 
 def format_row(result: ScoreResult, calibrated: bool) -> str:

@@ -37,8 +37,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from plastispoof import __version__
+from plastispoof.capacity.base import apply_transforms
+from plastispoof.config import dump_config, load_config
 from plastispoof.errors import InputError, summarise
 from plastispoof.fileio import atomic_path, atomic_write_json, atomic_write_text
+from plastispoof.models.base import build_model
+from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN
 
 CONFIG = "config.yaml"
 MODEL = "model.safetensors"
@@ -219,7 +224,6 @@ def write_meta(run_dir: str | Path, meta: dict[str, Any]) -> None:
 
 def read_run_config(run_dir: str | Path):
     """The resolved :class:`~plastispoof.config.ExperimentConfig` stored in a run directory."""
-    from plastispoof.config import load_config
 
     path = Path(run_dir) / CONFIG
     if not path.is_file():
@@ -232,8 +236,6 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     Returns ``(model in eval mode on CPU, meta)``.
     """
-    from plastispoof.capacity.base import apply_transforms
-    from plastispoof.models.base import build_model
 
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
@@ -252,7 +254,6 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def environment_versions() -> dict[str, str | None]:
     """Versions of Python and of the libraries a run's numbers depend on (None = not installed)."""
-    from plastispoof import __version__
 
     versions: dict[str, str | None] = {"python": platform.python_version(), "plastispoof": __version__}
     for package in ("torch", "transformers", "peft"):
@@ -308,7 +309,6 @@ class RunRecorder:
     (``is_main``) writes, every process may ask."""
 
     def __init__(self, cfg, is_main: bool = True):
-        from plastispoof.config import dump_config
 
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
@@ -380,7 +380,6 @@ class RunRecorder:
 
     def write_meta(self, transforms: list[dict[str, Any]], stages: list[dict[str, Any]], finished: bool,
                    window_mean_threshold: float | None = None) -> None:
-        from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN
 
         if not self.is_main:
             return
@@ -397,24 +396,17 @@ class RunRecorder:
 
     def finish(self, model: nn.Module, transforms: list[dict[str, Any]], stages: list[dict[str, Any]],
                window_mean_threshold: float | None) -> None:
-        """The final weights and meta, the model card and the training-curve plot."""
-        from plastispoof.card import write_run_card
-        from plastispoof.plots import plot_training_curves
-
+        """The final weights and meta (the trainer adds the card and the training-curve plot)."""
         if not self.is_main:
             return
         save_weights(model.state_dict(), self.run_dir / MODEL)
         self.write_meta(transforms, stages, True, window_mean_threshold)
-        write_run_card(self.run_dir)  # model card: plastispoof.card
-        plot_training_curves(read_jsonl(self.run_dir / METRICS), self.run_dir / "plots" / "training.png",
-                             title=self.cfg.name)
 
 
 def adopt_run(model: nn.Module, run_dir: str | Path, transforms: list[dict[str, Any]], stage: str) -> nn.Module:
     """Turn ``model`` (transformed by ``transforms`` so far) into a finished run's model: replay the transforms
     that run has beyond ours (appending them to ``transforms``, so this run rebuilds too), then load its final
     weights strictly."""
-    from plastispoof.capacity.base import apply_transforms
 
     source = read_meta(run_dir).get("transforms", [])
     if source[:len(transforms)] != transforms:

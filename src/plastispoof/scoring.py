@@ -239,7 +239,8 @@ class WindowScorer:
             yield path, decoded.pop(index), scores
 
 
-def window_mean_scores(scorer: WindowScorer, trials: Sequence[Any], show_progress: bool = True) -> dict[str, float]:
+def window_mean_scores(scorer: WindowScorer, trials: Sequence[Any], show_progress: bool = True,
+                       description: str = "scoring whole files") -> dict[str, float]:
     """``{utt_id: score}`` of every trial, ``window-mean``: the whole file, as ``plastispoof score`` scores it,
     the windows of neighbouring files sharing batches. Used for dev thresholds, calibration dev scores and
     ``evaluate --full``. A file that cannot be decoded is an :class:`InputError`."""
@@ -247,7 +248,7 @@ def window_mean_scores(scorer: WindowScorer, trials: Sequence[Any], show_progres
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    progress = Progress(TextColumn("scoring whole files"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console, transient=True, disable=not (show_progress and console.is_terminal))
     scores: dict[str, float] = {}
     with progress:

@@ -12,7 +12,7 @@ merged over it (extra models such as ``resnet34`` and the ``dynamic-width`` opti
 config resolution as Table I.
 
 FLOPs are those of the final (shrunk, plain) model's forward pass on 4 s of audio, counted by
-:func:`plastispoof.cost.count_flops`: front-end included, 2 FLOPs per multiply-accumulate.
+:func:`plastispoof.models.flops.count_flops`: front-end included, 2 FLOPs per multiply-accumulate.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from plastispoof.analysis.recipes import REPO, RECIPE, load_recipe, merge_dicts, run_cell, run_config, run_name
+from plastispoof.analysis.recipes import RECIPE, REPO, load_recipe, merge_dicts, run_cell, run_config, run_name
 from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.capacity import build_strategy
 from plastispoof.capacity.dynamic_width.flops import BUDGET_NAME
@@ -34,9 +34,10 @@ from plastispoof.capacity.dynamic_width.strategy import DynamicWidthOptions
 from plastispoof.capacity.dynamic_width.transforms import MakeWidthsDynamic
 from plastispoof.capacity.growth import site_width
 from plastispoof.config import ExperimentConfig, apply_overrides
-from plastispoof.cost import count_flops, parameter_counts
+from plastispoof.cost import parameter_counts
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_path, atomic_write_text
+from plastispoof.models.flops import count_flops
 
 TRADEOFF_RECIPE = REPO / "configs" / "dynamic_width" / "tradeoff.yaml"
 STRATEGY = "dynamic-width"

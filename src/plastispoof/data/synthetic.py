@@ -834,20 +834,27 @@ def is_complete(out: Path, profile: str, seed: int) -> bool:
         profile, seed, GENERATOR_VERSION)
 
 
-def write_corpus(out: Path, profile: str = "tiny", seed: int = 42) -> Path:
+def write_corpus(out: Path, profile: str = "tiny", seed: int = 42, force: bool = False) -> Path:
     """Write the embedded corpus under ``out`` in the ASVspoof 2019 LA layout and return the corpus root.
 
     ``out/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{train.trn,dev.trl,eval.trl}.txt`` list
     ``SPEAKER UTT - ATTACK KEY``; audio is ``out/LA/ASVspoof2019_LA_{train,dev,eval}/flac/<UTT>.flac``
     (16 kHz, 16-bit). The same profile and seed give the same bytes. A corpus is finished when its stamp
-    (``plastispoof_synth.json``, written last) is there: then this returns at once; anything else in
-    ``out`` (a half-written corpus, another profile or seed) is rewritten.
+    (``plastispoof_synth.json``, written last) is there: then this returns at once. A half-written corpus, or one
+    of an older generator, is rewritten; a finished corpus of another profile or seed is refused unless ``force``.
     """
     if profile not in PROFILES:
         raise InputError(f"unknown corpus profile {profile!r}; known: {', '.join(sorted(PROFILES))}")
     root = Path(out)
     if is_complete(root, profile, seed):
         return root
+    try:
+        stamp = json.loads((root / STAMP_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stamp = None
+    if stamp and (stamp.get("profile"), stamp.get("seed")) != (profile, seed) and not force:
+        raise InputError(f"{root} holds the {stamp.get('profile')} corpus of seed {stamp.get('seed')}; writing the "
+                         f"{profile} corpus of seed {seed} there would replace it: choose another --out, or --force")
     stamp_path = root / STAMP_NAME
     stamp_path.unlink(missing_ok=True)
     entries, jobs = _plan_corpus(root, PROFILES[profile], seed)

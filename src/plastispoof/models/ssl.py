@@ -38,8 +38,15 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (HubertConfig, HubertModel, PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig,
-                          WavLMModel)
+from transformers import (
+    HubertConfig,
+    HubertModel,
+    PreTrainedModel,
+    Wav2Vec2Config,
+    Wav2Vec2Model,
+    WavLMConfig,
+    WavLMModel,
+)
 
 from plastispoof.errors import InputError
 from plastispoof.features import Raw

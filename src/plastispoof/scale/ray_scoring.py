@@ -46,26 +46,10 @@ class DetectorSpec:
 
 
 def load_detector(spec: DetectorSpec):
-    """The detector ``score`` would build from these options (its run's calibration by default)."""
-    if spec.onnx is not None:
-        from plastispoof.onnx_runtime import OnnxDetector
+    """The detector ``score`` would build from these options (its run's or export's calibration by default)."""
+    from plastispoof.detectors import load_detector as load
 
-        if spec.precision != "float32":
-            raise InputError("--precision is for PyTorch models; an ONNX export runs in the precision it was "
-                             "exported in")
-        detector = OnnxDetector.from_onnx(spec.onnx, use_calibration=spec.calibration is None)
-    else:
-        from plastispoof.inference import Detector
-
-        options = {"precision": spec.precision}
-        detector = (Detector.from_run(spec.run, **options) if spec.run
-                    else Detector.from_weights(spec.model, spec.weights, **options))
-    calibration = spec.calibration
-    if calibration is None and spec.run is not None and (Path(spec.run) / "calibration.json").is_file():
-        calibration = str(Path(spec.run) / "calibration.json")
-    if calibration is not None:
-        detector.use_calibration(calibration)
-    return detector
+    return load(spec.run, spec.model, spec.weights, spec.onnx, spec.calibration, spec.precision)
 
 
 def _schema():

@@ -28,12 +28,13 @@ from torch import nn
 
 from plastispoof import runs
 from plastispoof.capacity.base import Stage, Transform, apply_transforms, build_strategy
+from plastispoof.card import write_run_card
 from plastispoof.config import ExperimentConfig
-from plastispoof.data.loaders import TrainingData, training_data
 from plastispoof.metrics import trials_eer
-from plastispoof.models.base import build_model, count_parameters
+from plastispoof.models.base import build_model, check_sample_rate, count_parameters
 from plastispoof.scoring import score_trials
 from plastispoof.training.distributed import Distributed, local_rank, resolve_device
+from plastispoof.training.loaders import TrainingData, training_data
 from plastispoof.training.optim import Optimisation
 from plastispoof.training.progress import RunProgress
 from plastispoof.training.seeding import rng_state, seed_everything, set_rng_state
@@ -75,6 +76,7 @@ class Trainer:
 
     def _train_all_stages(self) -> None:
         cfg = self.cfg
+        check_sample_rate(cfg.model.name, cfg.data.sample_rate)  # before any data is read
         seed_everything(cfg.seed, cfg.train.deterministic)
         strategy = build_strategy(cfg.strategy.name, cfg.strategy.args)
         stages = strategy.stages(cfg.train.epochs)
@@ -93,6 +95,12 @@ class Trainer:
             self._finish_stage(index, stage)
         threshold = window_mean_dev_threshold(self.model, cfg, self.data, self.device) if self.dist.is_main else None
         self.recorder.finish(self.model, self.progress.transforms, self.progress.stages, threshold)
+        if self.dist.is_main:
+            write_run_card(self.recorder.run_dir)
+            from plastispoof.plots import plot_training_curves  # matplotlib: once, at the end
+
+            plot_training_curves(runs.read_jsonl(self.recorder.run_dir / runs.METRICS),
+                                 self.recorder.run_dir / "plots" / "training.png", title=self.cfg.name)
         self.console.print(f"run {cfg.run_dir} finished: dev EER {100 * self.progress.stages[-1]['dev_eer']:.2f} %")
 
     def _start_stage(self, index: int, stage: Stage) -> None:

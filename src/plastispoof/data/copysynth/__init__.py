@@ -12,10 +12,17 @@ channel, ASVspoof 2019 LA protocols with leave-one-family-out variants (``plasti
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from plastispoof.data.copysynth.corpus import (MANIFEST_NAME, Source, find_sources, lofo_root, read_manifest,
-                                               write_copysynth_corpus)
+from plastispoof.data.copysynth.corpus import (
+    MANIFEST_NAME,
+    Source,
+    find_sources,
+    lofo_root,
+    read_manifest,
+    write_copysynth_corpus,
+)
 from plastispoof.data.copysynth.recipes import RECIPE_TTS, RECIPES, recipe_sources
 from plastispoof.errors import InputError
 
@@ -26,7 +33,7 @@ def build_copysynth_corpus(out: str | os.PathLike, *, bonafide: str | os.PathLik
                            recipe: str | None = None, attacks: list[str] | None = None,
                            tts: list[str] | None = None, transcripts: str | os.PathLike | None = None,
                            language: str = "en", max_utterances: int | None = None, seed: int = 42,
-                           split: str = "text") -> Path:
+                           split: str = "text", note: Callable[[str], None] = lambda text: None) -> Path:
     """Write a copy-synthesis corpus under ``out`` from the recordings in ``bonafide`` (speaker = first
     sub-folder; ``transcripts``: CSV path,text; ``language``: what they speak) or from ``recipe``.
 
@@ -43,7 +50,7 @@ def build_copysynth_corpus(out: str | os.PathLike, *, bonafide: str | os.PathLik
         tts = RECIPE_TTS[recipe] if tts is None else tts
         origin = f"recipe {recipe}"
     else:
-        sources = find_sources(bonafide, language, transcripts)
+        sources = find_sources(bonafide, language, transcripts, note)
         origin = f"bonafide {Path(bonafide).resolve()}"
     return write_copysynth_corpus(out, sources, attacks=attacks, tts=tts or [], max_utterances=max_utterances,
                                   seed=seed, split=split, origin=origin)

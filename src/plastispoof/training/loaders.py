@@ -11,8 +11,14 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from plastispoof.config import ExperimentConfig
+from plastispoof.data.dataset import TrialDataset, subsample
+from plastispoof.data.feature_cache import CachedFeatureDataset, first_crop_features
+from plastispoof.data.protocols import read_dataset
 from plastispoof.data.trials import Trial
 from plastispoof.errors import InputError
+from plastispoof.models.ssl import SSLFrontend
+from plastispoof.training.losses import class_weights
+from plastispoof.training.seeding import seed_worker
 
 
 @dataclass
@@ -53,11 +59,6 @@ class TrainingData:
 def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device, rank: int = 0,
                   world_size: int = 1) -> TrainingData:
     """Read the train and dev subsets (subsampled as configured, both classes required) and build the loader."""
-    from plastispoof.data.dataset import TrialDataset, subsample
-    from plastispoof.data.feature_cache import first_crop_features
-    from plastispoof.data.protocols import read_dataset
-    from plastispoof.training.losses import class_weights
-    from plastispoof.training.seeding import seed_worker
 
     data = cfg.data
     train_trials = read_dataset(data.dataset, data.root, data.train_subset)
@@ -99,8 +100,6 @@ def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device,
 
 def _cached_features(dataset, model: nn.Module, model_name: str, directory: str, dtype: str):
     """Train on the frozen SSL front-end's features, encoded once and read from disk afterwards."""
-    from plastispoof.data.feature_cache import CachedFeatureDataset
-    from plastispoof.models.ssl import SSLFrontend
 
     frontend = getattr(model, "frontend", None)
     if not isinstance(frontend, SSLFrontend):
