@@ -159,3 +159,27 @@ def test_a_stale_manifest_is_refused_with_one_line(tmp_path):
         expand_audio_paths([out])
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns - 10**9))
     assert [path for path, _ in expand_audio_paths([out])] == [t.path.resolve() for t in read_manifest(out)]
+
+
+def test_train_evaluate_and_calibrate_read_the_manifest_as_the_corpus(tmp_path):
+    from plastispoof.calibrate import calibrate
+    from plastispoof.evaluate import evaluate_run
+    from plastispoof.training import train
+    from tiny_run import tiny_config
+
+    corpus = tmp_path / "c"
+    counts = write_layout("asv19-la", corpus)
+    manifest = tmp_path / "m.parquet"
+    prepare_corpus("asv19-la", corpus, expected=expected_of(counts), out=manifest, show_progress=False)
+    runs = {}
+    for dataset, root in (("asv19-la", corpus), ("manifest", manifest)):
+        cfg = tiny_config(tmp_path / "runs", root, name=dataset, data={"dataset": dataset, "num_samples": 800},
+                          train={"epochs": 1})
+        runs[dataset] = train(cfg)
+        evaluate_run(runs[dataset], dataset, root, "eval", bootstrap=0)
+    scores = {name: (run / "scores" / f"{name}-eval.txt").read_text() for name, run in runs.items()}
+    assert scores["manifest"] == scores["asv19-la"] and len(scores["manifest"].splitlines()) == 4
+    weights = [(run / "model.safetensors").read_bytes() for run in runs.values()]
+    assert weights[0] == weights[1]  # the same trials in the same order: the same training
+    _, fitted = calibrate(runs["manifest"], "manifest", manifest, "dev")
+    assert fitted["n_bonafide"] == 2 and fitted["n_spoof"] == 3
