@@ -220,7 +220,8 @@ def ray_actor_kill(out: Path) -> dict:
     def kill_an_actor() -> None:
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
-            pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, b"ScoreActor")]
+            pids = [int(p.name) for p in Path("/proc").iterdir()
+                    if p.name.isdigit() and _cmdline_has(p, b"ScoreActor") and _descends_from_us(int(p.name))]
             if pids:
                 time.sleep(1.0)
                 os.kill(pids[0], signal.SIGKILL)  # a Ray actor process this soak started
@@ -235,6 +236,20 @@ def ray_actor_kill(out: Path) -> dict:
     paths = pq.read_table(out / "ray-scores.parquet", columns=["path"]).column("path").to_pylist()
     return {"actors_killed": len(killed), "files": result.files, "rows": len(paths),
             "each_once": sorted(paths) == sorted(str(p) for p in files.iterdir())}
+
+
+def _descends_from_us(pid: int) -> bool:
+    """Whether ``pid`` is below this process (the local Ray instance this soak started)."""
+    for _ in range(16):
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == os.getpid():
+            return True
+        if pid <= 1:
+            return False
+    return False
 
 
 def _cmdline_has(proc: Path, needle: bytes) -> bool:

@@ -8,8 +8,9 @@ FLAC), and for each:
   logs, without start-up);
 * Ray Data scoring with 1 and 2 actors (once Ray is up), and plain ``score`` on the same folder (once the
   model is loaded);
-* the peak resident memory of each (every measurement runs in its own process; torchrun and Ray report the
-  largest process of their tree).
+* the peak resident memory of each (every measurement runs in its own process: the largest process of its tree
+  that was waited for, so torchrun's ranks count; Ray's workers are reaped by its raylet, so for Ray the figure
+  is the driver's).
 
 The goals it checks (the figures go to docs/benchmarks.md with the machine): time per 1k from 4k to 16k within
 +-15 %, memory from 4k to 16k up by less than 10 %, 2 Ray actors >= 1.6x faster than 1, Ray >= 85 % of
@@ -142,8 +143,8 @@ def measure_one(name: str, root: Path, work: Path, n: int, quick: bool) -> dict:
 
         out = work / f"{name}.parquet"
         shutil.rmtree(out, ignore_errors=True)
-        result = score_with_ray([folder], out, DetectorSpec(run=str(run)), actors=int(name[-1]), cpus_per_actor=1,
-                                num_cpus=os.cpu_count())
+        # One CPU per actor on a local instance with a CPU more for the decoding tasks (score_with_ray's default).
+        result = score_with_ray([folder], out, DetectorSpec(run=str(run)), actors=int(name[-1]), cpus_per_actor=1)
         return {"seconds": result.pipeline_seconds, "utterances": result.files, "with_start_up": result.seconds}
     if name == "score-folder":  # what `plastispoof score FOLDER` does, timed once the model is loaded
         from plastispoof.inference import Detector

@@ -74,6 +74,8 @@ def test_an_address_that_does_not_answer_is_one_line_and_exit_2(scored_setup, tm
         score_with_ray([folder], tmp_path / "s.parquet", DetectorSpec(run=str(run)),
                        address=f"127.0.0.1:{_free_port()}", connect_timeout=1)
     assert time.perf_counter() - started < 30
+    with pytest.raises(InputError, match=r"2 actor\(s\) x 1 CPU leave no CPU for decoding on a Ray cluster of 2 CPUs"):
+        score_with_ray([folder], tmp_path / "s.parquet", DetectorSpec(run=str(run)), actors=2, num_cpus=2)
     # Something listens there but it is not Ray: a time limit, then one line (Ray itself would end the process).
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -88,12 +90,30 @@ def test_an_address_that_does_not_answer_is_one_line_and_exit_2(scored_setup, tm
     assert not (tmp_path / "s.parquet").exists()
 
 
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _descends_from_us(pid: int) -> bool:
+    """Whether ``pid`` is below this test process (the local Ray instance it started), not another's Ray."""
+    for _ in range(16):
+        pid = _parent(pid)
+        if pid == os.getpid():
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
 def _score_actor_pids() -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if b"ScoreActor" in (entry / "cmdline").read_bytes():
+                if b"ScoreActor" in (entry / "cmdline").read_bytes() and _descends_from_us(int(entry.name)):
                     pids.append(int(entry.name))
             except OSError:
                 continue

@@ -27,6 +27,7 @@ import numpy as np
 from plastispoof.errors import InputError
 from plastispoof.results import ScoreResult, expand_audio_paths
 
+DECODE_CPUS = 0.5  # what one decoding task asks of Ray (decoding is light next to the model)
 # Output columns: ScoreResult's fields but the per-window timeline (score --segments is per file, not for Parquet).
 COLUMNS = tuple(f.name for f in fields(ScoreResult) if f.name != "segments")
 
@@ -191,12 +192,16 @@ def score_with_ray(inputs: list[str | Path], out: str | Path, spec: DetectorSpec
     try:
         import ray.data
 
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < actors * cpus_per_actor + DECODE_CPUS:  # the actors would hold every CPU: decoding would starve
+            raise InputError(f"{actors} actor(s) x {cpus_per_actor:g} CPU leave no CPU for decoding on a Ray "
+                             f"cluster of {cpus:g} CPUs; use fewer actors or a bigger cluster")
         pipeline_started = time.perf_counter()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = True
         dataset = (ray.data.read_parquet(str(manifest[0]), columns=["path"]) if items is None
                    else ray.data.from_items(items))
-        decoded = dataset.map(decode_row, fn_kwargs={"sample_rate": sample_rate}, num_cpus=0.5)
+        decoded = dataset.map(decode_row, fn_kwargs={"sample_rate": sample_rate}, num_cpus=DECODE_CPUS)
         scored = decoded.map_batches(ScoreActor, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size or 64,
                                      batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
                                      num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None)
