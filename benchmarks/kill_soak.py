@@ -5,8 +5,8 @@ run, and no kill may leave the run directory unreadable.
 Each kill aims at one moment in turn: anywhere (a random time), during a checkpoint write, during dev evaluation
 or during a training step. ``_soak_train.py`` runs ``plastispoof train`` with those functions wrapped to write
 their name to a phase file while they run; the soak kills when the phase it aims at comes up (after a random
-number of sightings) and counts the phase each kill really hit. When a run finishes before the kills asked for, a fresh run starts
-and is killed in turn (each finished run is compared).
+number of sightings) and counts the phase each kill really hit. When a run finishes before the kills asked for,
+a fresh run starts and is killed in turn (each finished run is compared).
 
     python benchmarks/kill_soak.py --kills 20 --out /tmp/soak      # about 3 minutes on one idle core
     python benchmarks/kill_soak.py --kills 20 --ray                 # also kill a Ray scoring actor
@@ -53,8 +53,9 @@ def write_corpus(root: Path, counts: dict[str, tuple[int, int]], seconds: float 
         for i in range(n_bonafide + n_spoof):
             utt, spoof = f"LA_{subset[0].upper()}_{i:07d}", i >= n_bonafide
             f0 = rng.uniform(120, 260)
-            wave = (0.2 * rng.standard_normal(samples) + 0.05 * np.sin(2 * np.pi * f0 * t)) if spoof else \
-                (0.2 * sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 5)) + 0.01 * rng.standard_normal(samples))
+            tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 5))
+            noise = rng.standard_normal(samples)
+            wave = 0.2 * noise + 0.05 * np.sin(2 * np.pi * f0 * t) if spoof else 0.2 * tone + 0.01 * noise
             sf.write(audio / f"{utt}.flac", wave.astype(np.float32), SAMPLE_RATE)
             lines.append(f"LA_{i % 3:04d} {utt} - {'A01' if spoof else '-'} {'spoof' if spoof else 'bonafide'}")
         suffix = "trn" if subset == "train" else "trl"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
 from tiny_run import SAMPLE_RATE, bonafide_like, spoof_like, write_tiny_corpus
 
 SECONDS = 0.05

@@ -10,12 +10,12 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny_run import tiny_config, write_tiny_corpus
 
 from plastispoof.config import TrainConfig, load_config
 from plastispoof.models.base import build_model
 from plastispoof.training import train
 from plastispoof.training.optim import Optimisation, autocast_settings
-from tiny_run import tiny_config, write_tiny_corpus
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = sorted(p for corpus in ("asv19-la", "asv19-pa", "asv21-la", "asv21-df", "in-the-wild", "for-norm")

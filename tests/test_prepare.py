@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-
 from corpus_layouts import LAYOUTS, write_layout
+
 from plastispoof.data.manifest import read_manifest
 from plastispoof.data.prepare import PUBLISHED_COUNTS, format_check, label_attack_table, prepare_corpus
 from plastispoof.data.protocols import read_dataset
@@ -162,10 +162,11 @@ def test_a_stale_manifest_is_refused_with_one_line(tmp_path):
 
 
 def test_train_evaluate_and_calibrate_read_the_manifest_as_the_corpus(tmp_path):
+    from tiny_run import tiny_config
+
     from plastispoof.calibrate import calibrate
     from plastispoof.evaluate import evaluate_run
     from plastispoof.training import train
-    from tiny_run import tiny_config
 
     corpus = tmp_path / "c"
     counts = write_layout("asv19-la", corpus)

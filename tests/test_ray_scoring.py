@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from tiny_run import grnn_config, write_tiny_corpus
 
 from plastispoof.errors import InputError
 from plastispoof.inference import Detector
 from plastispoof.scale.ray_scoring import COLUMNS, DetectorSpec, score_with_ray
 from plastispoof.training import train
-from tiny_run import grnn_config, write_tiny_corpus
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

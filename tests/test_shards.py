@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from tiny_run import tiny_config, write_tiny_corpus
 from torch.utils.data import DataLoader
 
 from plastispoof.data.dataset import TrialDataset
@@ -16,7 +17,6 @@ from plastispoof.data.shards import ShardTrainingSet, read_index
 from plastispoof.errors import InputError
 from plastispoof.runs import read_jsonl
 from plastispoof.training import train
-from tiny_run import tiny_config, write_tiny_corpus
 
 COUNTS = {"train": (12, 11), "dev": (8, 8), "eval": (2, 2)}
 

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_run import grnn_config, write_tiny_corpus
 
 from plastispoof.scale.sharding import shard_batches
 from plastispoof.training import train
-from tiny_run import grnn_config, write_tiny_corpus
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}

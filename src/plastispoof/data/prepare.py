@@ -194,8 +194,14 @@ def probe_audio(path: str | Path) -> AudioCheck:
 def decode_all(paths: list[Path], jobs: int | None = None, show_progress: bool = True) -> dict[Path, AudioCheck]:
     """:func:`probe_audio` of every path in a pool of ``jobs`` processes (default: every core), with a bar."""
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     jobs = jobs or os.cpu_count() or 1
     if jobs < 1:
