@@ -1,6 +1,7 @@
 """Stress tables of runs trained without and with augmentation, mean ± std over seeds (docs/robustness.md).
 
-The runs not scored yet are scored in one pass over the degraded audio (``plastispoof.analysis.stress.score_conditions``:
+The runs not scored yet are scored in one pass over the degraded audio
+(``plastispoof.analysis.stress.score_conditions``:
 each condition's audio is made once and scored by every run); per-utterance scores go to
 ``RUN/stress/scores.json`` (so a later call with more seeds reuses them), each run's ``stress.{md,csv,json,png}``
 to ``RUN/stress/``; then the table of mean ± std EER per condition and group is printed, with the mean EER over the

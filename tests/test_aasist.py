@@ -231,7 +231,7 @@ def test_graph_attention_layer_is_the_papers_equation():
         for b in range(2):
             x = nodes[b]
 
-            def score(i, j):
+            def score(i, j, x=x):
                 return layer.att_weight[:, 0] @ torch.tanh(layer.att_proj(x[i] * x[j]))
 
             updated = layer.proj_with_att(_attend(score, x, 2.0)) + layer.proj_without_att(x)
@@ -254,7 +254,7 @@ def test_heterogeneous_layer_uses_one_score_vector_per_edge_type_and_a_master_no
         for b in range(2):
             x = torch.cat([layer.proj_type1(first[b]), layer.proj_type2(second[b])])
 
-            def score(i, j):
+            def score(i, j, x=x):
                 return vectors[kinds[i], kinds[j]][:, 0] @ torch.tanh(layer.att_proj(x[i] * x[j]))
 
             updated = layer.proj_with_att(_attend(score, x, 3.0)) + layer.proj_without_att(x)
@@ -389,7 +389,8 @@ def test_sliced_inference_computes_the_whole_map_encoder(monkeypatch, slice_elem
         monkeypatch.setattr(cpu_inference, "SLICE_ELEMENTS", slice_elements)
     sliced_blocks = []
     inner = cpu_inference.block_inference
-    monkeypatch.setattr(cpu_inference, "block_inference", lambda block, x: sliced_blocks.append(block) or inner(block, x))
+    monkeypatch.setattr(cpu_inference, "block_inference",
+                        lambda block, x: sliced_blocks.append(block) or inner(block, x))
     torch.manual_seed(0)
     model = _with_random_norms(build_model("aasist-l"), seed=1).eval()
     waveform = 0.2 * torch.randn(2, samples, generator=torch.Generator().manual_seed(samples))
@@ -432,7 +433,8 @@ def test_training_on_channels_last_maps_is_as_accurate_as_the_whole_map_layers(m
 
     trained_blocks = []
     inner = cpu_training.block_training
-    monkeypatch.setattr(cpu_training, "block_training", lambda block, x: trained_blocks.append(block) or inner(block, x))
+    monkeypatch.setattr(cpu_training, "block_training",
+                        lambda block, x: trained_blocks.append(block) or inner(block, x))
     torch.manual_seed(0)
     model = build_model("aasist-l").train()
     waveform = 0.2 * torch.randn(2, SR, generator=torch.Generator().manual_seed(7))
@@ -567,7 +569,8 @@ def test_bfloat16_autocast_runs_the_blocks_in_bfloat16_and_the_rest_in_float32(m
 
     block_inputs, graph_inputs = [], []
     inner = cpu_inference.block_inference
-    monkeypatch.setattr(cpu_inference, "block_inference", lambda block, x: block_inputs.append(x.dtype) or inner(block, x))
+    monkeypatch.setattr(cpu_inference, "block_inference",
+                        lambda block, x: block_inputs.append(x.dtype) or inner(block, x))
     torch.manual_seed(0)
     model = _with_random_norms(build_model("aasist-l"), seed=4).eval()
     inner_graph = model.graph_logits

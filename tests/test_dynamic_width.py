@@ -321,7 +321,8 @@ def test_the_trainer_gives_widths_no_weight_decay_and_no_clipping(tmp_path):
     lr, decay, clip = 0.1, 0.5, 1e-3
     cfg = tiny_config(tmp_path, tmp_path, train={"optimizer": "sgd", "lr": lr, "weight_decay": decay,
                                                  "grad_clip": clip})
-    model = dynamic("grnn", noise=False, kappa=TINY_GRNN_KAPPA)  # no noise: the reference backward below sees the same loss
+    # no noise: the reference backward below sees the same loss
+    model = dynamic("grnn", noise=False, kappa=TINY_GRNN_KAPPA)
     optimisation = Optimisation(cfg.train, torch.device("cpu"))  # the trainer's optimiser and step
     optimisation.build(model, cfg.data.num_samples, "stage 'dynamic'")
     x, target = waveforms(), torch.tensor([0, 1])
@@ -439,7 +440,8 @@ def test_a_kappa_below_the_models_floor_is_refused_up_front_but_a_recorded_one_r
     torch.manual_seed(0)
     settings = DynamicWidthSettings(kappa=0.05, seconds=SAMPLES / 16000)
     model = build_model("grnn")
-    with pytest.raises(InputError, match=r"^kappa 0.05 is below this model's floor 0\.16\d \(the FLOPs of its front-end, head"):
+    floor = r"^kappa 0.05 is below this model's floor 0\.16\d \(the FLOPs of its front-end, head"
+    with pytest.raises(InputError, match=floor):
         MakeWidthsDynamic(settings).apply(model)
     assert not any(isinstance(module, DynamicWidth) for module in model.modules())  # refused before any change
     # The floor is what the model costs with every site at its minimum width.

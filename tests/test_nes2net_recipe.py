@@ -81,12 +81,15 @@ def test_the_macs_are_the_back_ends_own_on_4_s_of_features(comparison):
 def test_bad_inputs_are_one_line_errors(corpus, tmp_path):
     with pytest.raises(InputError, match="known: ssl-nes2net"):
         reproduce_nes2net(corpus, tmp_path, backends=["nope"])
-    with pytest.raises(InputError, match="holds no wav2vec2 encoder"):
-        from tiny_run import tiny_config
+    from tiny_run import tiny_config
 
-        from plastispoof.training import train
+    from plastispoof.runs import with_encoder_folders
+    from plastispoof.training import train
 
-        run = train(tiny_config(tmp_path / "runs", corpus))
+    run = train(tiny_config(tmp_path / "runs", corpus))
+    with pytest.raises(InputError, match="holds no wav2vec2 encoder"):  # a config naming a run without one
+        with_encoder_folders({"frontend": {"kind": "wav2vec2", "pretrained": str(run)}})
+    with pytest.raises(InputError, match="is a plastispoof run directory"):  # models read folders, not runs
         SSLFrontend(kind="wav2vec2", pretrained=str(run))
     result = subprocess.run([sys.executable, "-m", "plastispoof.cli", "reproduce", "nes2net", "--root", str(corpus),
                              "--seeds", "4x"], capture_output=True, text=True)

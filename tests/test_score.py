@@ -161,7 +161,8 @@ def test_cli_score_in_bfloat16_and_its_bad_input(tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     torch.save(build_model("aasist-l").state_dict(), tmp_path / "aasist-l.pth")
     sf.write(tmp_path / "clip.wav", bonafide_like(np.random.default_rng(6), 20000), SAMPLE_RATE)
-    expected = Detector.from_weights("aasist-l", tmp_path / "aasist-l.pth", device="cpu").score_file(tmp_path / "clip.wav")
+    reference = Detector.from_weights("aasist-l", tmp_path / "aasist-l.pth", device="cpu")
+    expected = reference.score_file(tmp_path / "clip.wav")
 
     def cli(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["plastispoof", "score", str(tmp_path / "clip.wav"), *args])
@@ -186,6 +187,7 @@ def test_cli_score_in_bfloat16_and_its_bad_input(tmp_path, monkeypatch, capsys):
     assert code == 0 and "computed in bfloat16" in out.splitlines()[0]  # the table says so in its header
     assert "no bfloat16 kernels for this CPU" in err and err.count("\n") == 1
     for args, message in [((*weights, "--precision", "half"), "unknown precision 'half'; known: float32, bfloat16"),
-                          (("--onnx", str(tmp_path / "x.onnx"), "--precision", "bfloat16"), "--precision is for PyTorch")]:
+                          (("--onnx", str(tmp_path / "x.onnx"), "--precision", "bfloat16"),
+                           "--precision is for PyTorch")]:
         code, out, err = cli(*args)
         assert code == 2 and out == "" and err.count("\n") == 1 and message in err and "Traceback" not in err

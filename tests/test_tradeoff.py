@@ -177,7 +177,8 @@ def test_reproduce_tradeoff_on_the_tiny_corpus(tmp_path):
     assert "| control (κ=0.95), width " in markdown and "| dynamic-width (κ=0.95) | 43 |" in markdown
     assert (out / "tradeoff.png").stat().st_size > 0 and markdown in (out / "tradeoff.md").read_text()
     # Finished runs are reused, not trained again.
-    weights = [out / name / "model.safetensors" for name in ("resnet34-baseline-s42", "resnet34-dynamic-width-k0.95-s43")]
+    names = ("resnet34-baseline-s42", "resnet34-dynamic-width-k0.95-s43")
+    weights = [out / name / "model.safetensors" for name in names]
     stamps = [path.stat().st_mtime_ns for path in weights]
     assert reproduce_tradeoff("synthetic", corpus, model="resnet34", kappas=[kappa], out=tmp_path / "runs",
                               epochs=1, overrides=overrides, seeds=[42, 43]) == markdown

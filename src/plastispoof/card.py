@@ -21,8 +21,8 @@ from typing import Any
 from plastispoof.calibration import CALIBRATION
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json
+from plastispoof.models.base import model_class
 from plastispoof.onnx_runtime import read_export_metadata
-from plastispoof.registry import MODELS
 from plastispoof.scoring import run_threshold
 from plastispoof.weights_hash import state_hash
 
@@ -35,7 +35,7 @@ def score_direction(model_name: str) -> str:
     >>> score_direction("grnn").split("; ")[0]
     'higher = more bona fide: score = bona fide logit - spoof logit (logit index 1 = bona fide, 0 = spoof)'
     """
-    convention = MODELS.get_or_fail(model_name).score_convention
+    convention = model_class(model_name).score_convention
     return (f"higher = more bona fide: score = {convention}; llr = natural-log likelihood ratio bona fide vs spoof "
             "after calibration")
 CARD_METADATA_KEY = "plastispoof_card"
@@ -153,7 +153,8 @@ def format_card(card: dict[str, Any]) -> str:
     if calibration and calibration.get("stale"):
         lines.append(f"calibration  stale: {calibration['stale']}")
     elif calibration:
-        cllr_before, cllr_after = calibration.get("cllr_before", float("nan")), calibration.get("cllr_after", float("nan"))
+        cllr_before = calibration.get("cllr_before", float("nan"))
+        cllr_after = calibration.get("cllr_after", float("nan"))
         lines.append(f"calibration  llr = {calibration['slope']:.4g} * score + {calibration['offset']:.4g} "
                      f"(prior {calibration['prior']:g}, {calibration.get('convention')}; Cllr {cllr_before:.3f} -> "
                      f"{cllr_after:.3f}; dev EER {pct(calibration.get('dev_eer'))} over whole files)")

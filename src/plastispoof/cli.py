@@ -49,7 +49,7 @@ def normalised_argv(argv: list[str]) -> list[str]:
     debug = "--debug" in argv
     out: list[str] = []
     in_set = False
-    for index, arg in enumerate(argv):
+    for arg in argv:
         if arg == "--debug":
             continue
         if in_set and _OVERRIDE.match(arg) and out and out[-1] != "--set":
@@ -150,7 +150,7 @@ def import_weights(model: str = typer.Argument(..., help="aasist | aasist-l (off
                    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<model>-imported)"),
                    num_samples: Optional[int] = typer.Option(None, help="input length stored in the run"),
                    set_: List[str] = typer.Option([], "--set", help="model arguments, e.g. "
-                                                                     "model.args.frontend.aggregation=weighted")) -> None:
+                                                  "model.args.frontend.aggregation=weighted")) -> None:
     """Turn published weights into a run directory that every strategy can start from (baseline_run)."""
     from plastispoof.pretrained import describe_import, import_checkpoint
 
@@ -325,11 +325,15 @@ def export(run: Optional[Path] = typer.Argument(None, help="run directory (or --
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="where runs and the table go"),
-         epochs: Optional[int] = typer.Option(None, help="epochs per stage (default: the demo's)")) -> None:
+         epochs: Optional[int] = typer.Option(None, help="epochs per stage (default: the demo's)"),
+         profile: str = typer.Option("demo", help="corpus profile: demo (the documented table) or tiny (a quick "
+                                                  "check that everything runs)"),
+         set_: List[str] = typer.Option([], "--set", help="override for every run, e.g. "
+                                                           "train.max_steps_per_epoch=2")) -> None:
     """Embedded corpus -> Table I for ResNet18 and GRNN on CPU in minutes; prints the table."""
     from plastispoof.analysis.table1 import run_demo
 
-    typer.echo(run_demo(out, epochs=epochs))
+    typer.echo(run_demo(out, epochs=epochs, profile=profile, overrides=set_))
 
 
 @reproduce_app.command("table1")

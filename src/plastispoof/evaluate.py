@@ -3,8 +3,9 @@
 By default every trial is scored on its first ``num_samples`` samples (repeat-padded when shorter), the ASVspoof
 evaluation convention (``first-crop``); ``full=True`` (``evaluate --full``) scores whole files exactly as
 ``plastispoof score`` does (``window-mean``: the mean over half-overlapping windows). The report names its
-convention, and its outputs carry a ``-window-mean`` suffix in that case; the score is the model's ``score()`` (bona fide logit minus spoof logit unless the model
-says otherwise), higher = more bona fide. :func:`plastispoof.scoring.score_trials` is also the trainer's dev evaluation, so dev and
+convention, and its outputs carry a ``-window-mean`` suffix in that case; the score is the model's ``score()`` (its
+``score_convention``: bona fide logit minus spoof logit, or AASIST's bona fide logit alone), higher = more bona fide.
+:func:`plastispoof.scoring.score_trials` is also the trainer's dev evaluation, so dev and
 test numbers come from one code path.
 
 Outputs in the run directory, for ``<dataset>-<subset>``: ``scores/<..>.txt`` (``utt_id score`` lines),
@@ -50,7 +51,6 @@ from plastispoof.weights_hash import model_hash
 def load_run_and_trials(run_dir: str | Path, dataset: str, root: str | Path, subset: str):
     """A run's config, rebuilt model and meta, and the trials to score: ``data.max_eval`` (a seeded subset)
     applies when the run set it. Shared by evaluation and the MoLEx expert-usage report."""
-
     cfg = runs.read_run_config(run_dir)
     model, meta = runs.load_run_model(run_dir)
     trials = read_dataset(dataset, str(root), subset)
@@ -149,7 +149,6 @@ def _evaluate(run_dir: Path, dataset: str, root: str | Path, subset: str, full: 
 def _calibrated_metrics(run_dir: Path, model: nn.Module, convention: str, trials: Sequence[Trial],
                         scores: dict[str, float], stem: str, files: dict[str, Path]) -> dict[str, Any] | None:
     """LLR metrics of the run's calibration applied to ``scores`` (None when the run has no calibration)."""
-
     path = run_dir / CALIBRATION
     if not path.is_file():
         return None

@@ -30,7 +30,6 @@ def fuse_score_files(score_files: list[str | Path], dev_key: str | Path, out: st
                      format: str = "auto") -> dict[str, Any]:
     """Fit the fusion on the dev key's trials, write the fused LLRs of every common utterance; return the
     summary that goes into ``<out>.fusion.json``."""
-
     if not score_files:
         raise InputError("give at least one score file to fuse")
     systems = [read_scores(path) for path in score_files]  # NaN scores are refused there, naming the utterance

@@ -166,7 +166,6 @@ def _metadata(detector, meta: dict[str, Any] | None, run, opset: int, quantize: 
 
 def max_difference(detector, path: str | Path, batch: int = 3, seed: int = 0) -> float:
     """Largest |ONNX score - PyTorch score| on a random batch of ``batch`` waveforms."""
-
     waves = np.random.default_rng(seed).standard_normal((batch, detector.num_samples)).astype(np.float32) * 0.1
     onnx_scores = OnnxDetector.from_onnx(path).score_batch(waves)
     with torch.no_grad():

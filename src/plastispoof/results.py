@@ -218,7 +218,8 @@ def format_row(result: ScoreResult, calibrated: bool) -> str:
         line += f"  ({result.note})"
     for segment in result.segments or []:
         seg_llr = f"  llr {segment['llr']:8.3f}" if segment["llr"] is not None else ""
-        line += f"\n{'':>10}  {segment['start_s']:8.2f}-{segment['end_s']:<8.2f} s  score {segment['score']:9.4f}{seg_llr}"
+        line += (f"\n{'':>10}  {segment['start_s']:8.2f}-{segment['end_s']:<8.2f} s  "
+                 f"score {segment['score']:9.4f}{seg_llr}")
     return line
 
 

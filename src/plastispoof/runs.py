@@ -41,7 +41,7 @@ from plastispoof import __version__
 from plastispoof.capacity.base import apply_transforms
 from plastispoof.config import dump_config, load_config
 from plastispoof.errors import InputError, summarise
-from plastispoof.fileio import atomic_path, atomic_write_json, atomic_write_text
+from plastispoof.fileio import atomic_dir, atomic_path, atomic_write_json, atomic_write_text
 from plastispoof.models.base import build_model
 from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN
 
@@ -224,7 +224,6 @@ def write_meta(run_dir: str | Path, meta: dict[str, Any]) -> None:
 
 def read_run_config(run_dir: str | Path):
     """The resolved :class:`~plastispoof.config.ExperimentConfig` stored in a run directory."""
-
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise InputError(f"{run_dir} is not a run directory (no {CONFIG})")
@@ -236,7 +235,6 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     Returns ``(model in eval mode on CPU, meta)``.
     """
-
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     if not isinstance(meta.get("model"), dict) or "name" not in meta["model"]:
@@ -254,7 +252,6 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def environment_versions() -> dict[str, str | None]:
     """Versions of Python and of the libraries a run's numbers depend on (None = not installed)."""
-
     versions: dict[str, str | None] = {"python": platform.python_version(), "plastispoof": __version__}
     for package in ("torch", "transformers", "peft"):
         try:
@@ -407,7 +404,6 @@ def adopt_run(model: nn.Module, run_dir: str | Path, transforms: list[dict[str, 
     """Turn ``model`` (transformed by ``transforms`` so far) into a finished run's model: replay the transforms
     that run has beyond ours (appending them to ``transforms``, so this run rebuilds too), then load its final
     weights strictly."""
-
     source = read_meta(run_dir).get("transforms", [])
     if source[:len(transforms)] != transforms:
         raise InputError(f"stage {stage!r}: init_from run {run_dir} was transformed differently from this model "
@@ -419,3 +415,33 @@ def adopt_run(model: nn.Module, run_dir: str | Path, transforms: list[dict[str, 
         raise InputError(f"stage {stage!r}: init_from run {run_dir} has not finished (no {MODEL})")
     load_state_strict(model, read_weights(weights), f"init_from {weights}")
     return model
+
+
+def with_encoder_folders(model_args: dict[str, Any]) -> dict[str, Any]:
+    """``model_args`` with every SSL ``pretrained`` that names a run directory replaced by a Hugging Face folder of
+    that run's encoder (written once, into ``RUN/encoders/<kind>``): models read folders, never runs, so a model
+    trained here feeds its encoder to any SSL back-end as a downloaded one would."""
+    def resolve(section: dict[str, Any]) -> dict[str, Any]:
+        pretrained = section.get("pretrained")
+        if pretrained is None or not (Path(pretrained) / META).is_file():
+            return section
+        return {**section, "pretrained": str(ssl_encoder_folder(pretrained, section.get("kind", "wav2vec2")))}
+
+    args = resolve(dict(model_args))
+    if isinstance(args.get("frontend"), dict):
+        args["frontend"] = resolve(args["frontend"])
+    return args
+
+
+def ssl_encoder_folder(run_dir: str | Path, kind: str) -> Path:
+    """The Hugging Face folder of the ``kind`` encoder inside a finished run's model (written on first use)."""
+    from plastispoof.models.ssl import plain_encoder  # transformers: only runs with an SSL encoder need it
+
+    folder = Path(run_dir) / "encoders" / kind
+    if (folder / "config.json").is_file():
+        return folder
+    model, meta = load_run_model(run_dir)
+    encoder = plain_encoder(model, kind, f"run {run_dir} ({meta['model']['name']})")
+    with atomic_dir(folder) as partial:
+        encoder.save_pretrained(partial)
+    return folder

@@ -124,7 +124,6 @@ def score_protocol(scores_path: Path | str, protocol_path: Path | str, *, format
     ``ties``: ``grouped`` (default; equal scores are one threshold) or ``official`` (the official scorers'
     per-trial sweep, for comparing with published numbers); see the module notes.
     """
-
     tdcf_form, ties = check_tdcf_form(tdcf_form), check_ties(ties)
     trials = read_protocol_file(Path(protocol_path), format)
     scores = read_scores(scores_path)

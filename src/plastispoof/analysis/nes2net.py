@@ -48,7 +48,8 @@ class BackendRow:
 
 
 CSV_COLUMNS = ["backend", "seeds", "eer_percent", "eer_std", "backend_params", "backend_macs_4s", "epoch_s"]
-COLUMNS = ["Back-end", "Seeds", "Test EER (%)", "Back-end params", "Back-end MACs per 4 s", "MACs vs reduction + AASIST",
+COLUMNS = ["Back-end", "Seeds", "Test EER (%)", "Back-end params", "Back-end MACs per 4 s",
+           "MACs vs reduction + AASIST",
            "Train s / epoch"]
 
 

@@ -302,7 +302,6 @@ def write_stress(rows: Sequence[dict[str, Any]], out: str | Path, meta: dict[str
 def stress_trials(dataset: str, root: str | Path, subset: str = "eval", max_trials: int | None = None,
                   seed: int = 42) -> list[Trial]:
     """The trials of ``subset``, or a seeded, class-balanced subset of ``max_trials`` of them."""
-
     trials = read_dataset(dataset, str(root), subset)
     return subsample(trials, max_trials, seed) if max_trials else trials
 

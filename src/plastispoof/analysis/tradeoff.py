@@ -7,7 +7,8 @@
 and the plot draws the EER's std as error bars. Each kappa also gets an equal-FLOPs control: the plain model
 narrowed by hand to the uniform ``width`` whose FLOPs are nearest the kappa run's final FLOPs, trained as many
 epochs as the kappa run's stages together. The final width of every dynamic site, grouped by stack (ResNet's
-``layer1`` .. ``layer4``), is tabled under the main table. Configs come from ``configs/table1.yaml`` with ``configs/dynamic_width/tradeoff.yaml``
+``layer1`` .. ``layer4``), is tabled under the main table. Configs come from ``configs/table1.yaml`` with
+``configs/dynamic_width/tradeoff.yaml``
 merged over it (extra models such as ``resnet34`` and the ``dynamic-width`` options), through the same
 config resolution as Table I.
 
@@ -255,7 +256,8 @@ def model_width(model: str, model_args: dict[str, Any]) -> int | None:
     return None if width is None else int(width)
 
 
-def equal_flops_width(model: str, model_args: dict[str, Any], target_flops: float, sample_rate: int) -> tuple[int, float]:
+def equal_flops_width(model: str, model_args: dict[str, Any], target_flops: float,
+                      sample_rate: int) -> tuple[int, float]:
     """The uniform ``width`` (1 .. the model's own) whose plain model's FLOPs on 4 s are nearest ``target_flops``,
     and those FLOPs. FLOPs grow with the width, so a bisection finds the two widths around the target.
 

@@ -84,10 +84,15 @@ class SpoofModel(nn.Module):
         return logits[:, 1] - logits[:, 0]
 
 
+def model_class(name: str) -> type[SpoofModel]:
+    """The class a registered model name builds (a registered ``functools.partial`` names its class too)."""
+    factory = MODELS.get_or_fail(name)
+    return getattr(factory, "func", factory)
+
+
 def check_sample_rate(name: str, sample_rate: int) -> None:
     """InputError unless model ``name`` works at ``sample_rate`` (its front-end's filters are built for one rate)."""
-
-    model_rate = MODELS.get_or_fail(name).sample_rate
+    model_rate = model_class(name).sample_rate
     if sample_rate != model_rate:
         raise InputError(f"model {name} works on {model_rate} Hz audio but data.sample_rate is {sample_rate}: set "
                          f"data.sample_rate: {model_rate} (files at other rates are resampled when read)")
@@ -95,7 +100,6 @@ def check_sample_rate(name: str, sample_rate: int) -> None:
 
 def build_model(name: str, **config: Any) -> SpoofModel:
     """Build a registered model by name (``config`` = its constructor arguments)."""
-
     cls = MODELS.get_or_fail(name)
     try:
         model = cls(**config)

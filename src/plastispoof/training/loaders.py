@@ -59,7 +59,6 @@ class TrainingData:
 def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device, rank: int = 0,
                   world_size: int = 1) -> TrainingData:
     """Read the train and dev subsets (subsampled as configured, both classes required) and build the loader."""
-
     data = cfg.data
     train_trials = read_dataset(data.dataset, data.root, data.train_subset)
     dev_trials = read_dataset(data.dataset, data.root, data.dev_subset)
@@ -100,7 +99,6 @@ def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device,
 
 def _cached_features(dataset, model: nn.Module, model_name: str, directory: str, dtype: str):
     """Train on the frozen SSL front-end's features, encoded once and read from disk afterwards."""
-
     frontend = getattr(model, "frontend", None)
     if not isinstance(frontend, SSLFrontend):
         raise InputError(f"data.feature_cache needs a model with an SSL front-end; {model_name!r} has none")

@@ -80,7 +80,7 @@ class Trainer:
         seed_everything(cfg.seed, cfg.train.deterministic)
         strategy = build_strategy(cfg.strategy.name, cfg.strategy.args)
         stages = strategy.stages(cfg.train.epochs)
-        self.model = build_model(cfg.model.name, **cfg.model.args)
+        self.model = build_model(cfg.model.name, **runs.with_encoder_folders(cfg.model.args))
         self.data = training_data(cfg, self.model, self.device, self.dist.rank, self.dist.world_size)
         checkpoint = runs.load_checkpoint(cfg.run_dir)
         if checkpoint is None:

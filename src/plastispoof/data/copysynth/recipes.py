@@ -21,7 +21,8 @@ SOUNDS = Path("/usr/share/asterisk/sounds")
 DOCS = Path("/usr/share/doc")
 OPEN_SPEECH_LANGUAGES = ("fr", "es", "it", "ru")
 MIN_SECONDS, MAX_SECONDS, MIN_WORDS = 1.0, 8.0, 2
-RECIPES = {"open-speech": "Asterisk core prompts (Debian asterisk-core-sounds-{fr,es,it,ru}-wav), one voice per language"}
+RECIPES = {"open-speech": "Asterisk core prompts (Debian asterisk-core-sounds-{fr,es,it,ru}-wav), one voice per "
+                          "language"}
 RECIPE_TTS = {"open-speech": ["espeak-ng"]}  # the Festival and Flite voices Debian ships speak English only
 
 
