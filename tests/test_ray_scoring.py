@@ -151,3 +151,17 @@ def test_a_killed_actor_loses_no_file_and_scores_none_twice(scored_setup, tmp_pa
     paths = [row["path"] for row in rows]
     assert result.files == 240 and len(paths) == 240 and sorted(set(paths)) == sorted(str(p) for p in many.iterdir())
     assert all(row["error"] is None and row["score"] is not None for row in rows)
+
+
+def test_the_score_verb_on_ray_writes_the_rows_and_exits_2_for_a_bad_file(scored_setup, tmp_path):
+    run, folder = scored_setup
+    env = {**os.environ, "PYTHONPATH": SRC}
+    out = tmp_path / "scores.parquet"
+    result = subprocess.run([sys.executable, "-m", "plastispoof.cli", "score", str(folder), "--run", str(run),
+                             "--ray", "local", "--out", str(out), "--actors", "1", "--batch-size", "16"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stdout.startswith("scored 41 files with 1 Ray actor(s) (local) in ")
+    assert result.stdout.rstrip().endswith("; 1 could not be scored (rows with an error)")
+    rows = _rows(out)
+    assert len(rows) == 41 and [row["path"] for row in rows if row["error"]] == [str(folder / "zz_broken.flac")]
