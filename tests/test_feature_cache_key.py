@@ -41,7 +41,8 @@ class ContinueFrom(Strategy):
 def _config(out: Path, corpus: Path, cache: Path, name: str, seed: int, strategy: dict | None = None):
     cfg = tiny_config(out, corpus, name=name, model={"name": "ssl-linear",
                                                      "args": {"frontend": {"size": "tiny", "freeze": True}}},
-                      data={"num_samples": NUM_SAMPLES, "feature_cache": str(cache)},
+                      data={"num_samples": NUM_SAMPLES, "feature_cache": str(cache),
+                            "feature_cache_dtype": "float32"},  # exactly the waveforms' scores
                       train={"epochs": 1, "max_steps_per_epoch": 1})
     update = {"seed": seed}
     if strategy:

@@ -1,5 +1,6 @@
 """The ``plastispoof calibrate`` verb: score a dev set as ``score`` scores files, fit the score -> LLR map on it
 (:func:`plastispoof.calibration.fit_calibration`) and write ``calibration.json`` (and, for a run, its card).
+Under ``torchrun`` the dev files are scored in shards across the ranks and rank 0 fits and writes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from plastispoof.detectors import load_detector
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json
 from plastispoof.metrics import logit
+from plastispoof.scale.sharding import EvalGroup, rank_device, sharded_scores, world_size
 from plastispoof.scoring import window_mean_scores
 
 
@@ -28,6 +30,8 @@ def calibrate(run: str | Path | None, dataset: str, root: str | Path, subset: st
     succeeded, and, for a run, refreshes its ``card.json``. Returns ``(path, calibration JSON)``.
     """
     logit(prior)
+    if device is None and world_size() > 1:
+        device = rank_device()  # each torchrun rank on its own GPU
     if run is None and out is None and model is not None:
         raise InputError("foreign weights have no run directory: say where the calibration goes with --out FILE")
     detector = load_detector(run=run, model=model, weights=weights, device=device, use_run_calibration=False)
@@ -37,23 +41,32 @@ def calibrate(run: str | Path | None, dataset: str, root: str | Path, subset: st
     if len(labels) < 2:
         raise InputError(f"{dataset} subset {subset!r} has only {next(iter(labels), 'no')} trials "
                          f"({len(trials)}); calibration needs bona fide and spoof trials")
-    started = time.perf_counter()
-    scores = window_mean_scores(detector, trials, description="calibrating: scoring dev files")
-    bonafide_ids = [t.utt_id for t in trials if t.label == BONAFIDE]
-    spoof_ids = [t.utt_id for t in trials if t.label != BONAFIDE]
-    bonafide = finite_scores([scores[u] for u in bonafide_ids], "bona fide", bonafide_ids)
-    spoof = finite_scores([scores[u] for u in spoof_ids], "spoof", spoof_ids)
-    calibration = fit_calibration(
-        bonafide, spoof, prior, model_hash=detector.model_hash, model=detector.name,
-        extra={"dev": {"dataset": dataset, "subset": subset, "root": str(root)},
-               "input": {"num_samples": detector.num_samples, "sample_rate": detector.sample_rate},
-               "seconds": round(time.perf_counter() - started, 3),
-               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    data = calibration.as_dict()
-    atomic_write_json(out, data)
-    if run is not None and Path(out).resolve() == (Path(run) / CALIBRATION).resolve():
-        write_run_card(run)
-    return Path(out), data
+    group = EvalGroup.from_env()  # under torchrun the dev trials are scored in shards
+    try:
+        started = time.perf_counter()
+        show = group.rank == 0
+        scores = sharded_scores(trials, lambda part: window_mean_scores(
+            detector, part, description="calibrating: scoring dev files", show_progress=show),
+            detector.batch_size, group)
+        if scores is None:  # another rank than 0 under torchrun: rank 0 fits and writes
+            return group.broadcast(None)
+        bonafide_ids = [t.utt_id for t in trials if t.label == BONAFIDE]
+        spoof_ids = [t.utt_id for t in trials if t.label != BONAFIDE]
+        bonafide = finite_scores([scores[u] for u in bonafide_ids], "bona fide", bonafide_ids)
+        spoof = finite_scores([scores[u] for u in spoof_ids], "spoof", spoof_ids)
+        calibration = fit_calibration(
+            bonafide, spoof, prior, model_hash=detector.model_hash, model=detector.name,
+            extra={"dev": {"dataset": dataset, "subset": subset, "root": str(root)},
+                   "input": {"num_samples": detector.num_samples, "sample_rate": detector.sample_rate},
+                   "seconds": round(time.perf_counter() - started, 3),
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        data = calibration.as_dict()
+        atomic_write_json(out, data)
+        if run is not None and Path(out).resolve() == (Path(run) / CALIBRATION).resolve():
+            write_run_card(run)
+        return group.broadcast((Path(out), data)) if group.enabled else (Path(out), data)
+    finally:
+        group.close()
 
 
 def format_calibration(path: Path, data: dict[str, Any]) -> str:

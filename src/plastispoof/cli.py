@@ -106,6 +106,33 @@ def synth(out: Path = typer.Option(..., help="output directory"),
 
 
 @app.command()
+def prepare(dataset: str = typer.Argument(..., help="corpus reader: asv19-la, asv19-pa, asv21-la, asv21-df, asv5, "
+                                                      "in-the-wild, for-*, csv, synthetic"),
+            root: Path = typer.Option(..., help="corpus root"),
+            check_audio: bool = typer.Option(False, "--check-audio", help="decode every file: rates, durations, "
+                                                                          "silent and corrupt files"),
+            jobs: Optional[int] = typer.Option(None, help="decoding processes (default: every core)"),
+            out: Optional[Path] = typer.Option(None, help="the Parquet manifest to write"),
+            subsets: Optional[str] = typer.Option(None, help="comma list (default: the corpus' every subset)"),
+            expect: Optional[str] = typer.Option(None, help="rows per subset instead of the published counts, "
+                                                            "e.g. train=100,dev=50"),
+            drop_unusable: bool = typer.Option(False, "--drop-unusable", help="leave corrupt and silent files "
+                                                                              "out of the manifest"),
+            shards: Optional[Path] = typer.Option(None, help="also write WebDataset tar shards here (data.shards)"),
+            shard_size: int = typer.Option(1000, help="utterances per shard")) -> None:
+    """Check a corpus against its published counts (missing, extra, unreadable files; label x attack table) and
+    write a Parquet manifest that train, evaluate, calibrate and score read (--dataset manifest --root FILE)."""
+    from plastispoof.data.prepare import format_check, parse_expected, prepare_corpus, unusable_line
+
+    check = prepare_corpus(dataset, root, subsets=_csv(subsets), expected=parse_expected(expect),
+                           check_audio=check_audio, jobs=jobs, out=out, drop_unusable=drop_unusable,
+                           shards=shards, shard_size=shard_size)
+    typer.echo(format_check(check))
+    if check.unusable and not drop_unusable and (out is not None or shards is not None):
+        raise InputError(unusable_line(check))
+
+
+@app.command()
 def train(config: Path, set_: List[str] = typer.Option([], "--set", help="override, e.g. train.lr=1e-4"),
           resume: bool = typer.Option(False, help="continue a killed run from its last checkpoint")) -> None:
     """Train a model with a strategy from a YAML config."""
@@ -138,8 +165,11 @@ def evaluate(run: Path, dataset: str = typer.Option(..., help="protocol reader n
              ) -> None:
     """Score a dataset with a trained run: score file, metrics, DET curve and histograms."""
     from plastispoof.evaluate import evaluate_run, format_metrics
+    from plastispoof.scale.sharding import is_main_rank
 
-    typer.echo(format_metrics(evaluate_run(run, dataset=dataset, root=root, subset=subset, full=full)))
+    report = evaluate_run(run, dataset=dataset, root=root, subset=subset, full=full)
+    if is_main_rank():  # under torchrun every rank scores a shard; rank 0 reports
+        typer.echo(format_metrics(report))
 
 
 @app.command()
@@ -161,7 +191,13 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
                                                         "(AVX-512 BF16, AMX) and on GPUs; scores move by about "
                                                         "0.01, at most 0.1 (docs/decisions.md)"),
           max_seconds: float = typer.Option(600.0, help="refuse files longer than this many seconds (0: no "
-                                                        "limit)")
+                                                        "limit)"),
+          ray: Optional[str] = typer.Option(None, "--ray", help="score on Ray Data: local (start Ray here) | auto "
+                                            "(the cluster `ray start` made here) | HOST:PORT; needs --out"),
+          out: Optional[Path] = typer.Option(None, help="with --ray: the Parquet folder to write"),
+          actors: int = typer.Option(2, help="with --ray: scoring actors (one model each)"),
+          gpus_per_actor: float = typer.Option(0.0, help="with --ray: GPUs per actor (e.g. 1, or 0.5 to share)"),
+          batch_size: Optional[int] = typer.Option(None, help="with --ray: files per actor call (default 64)")
           ) -> None:
     """Score audio files or folders (any length: long files window by window); exit 2 if any file failed.
 
@@ -171,6 +207,20 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
     from plastispoof.detectors import start_scoring
     from plastispoof.results import format_row
 
+    if ray is not None or out is not None:
+        from plastispoof.scale.ray_scoring import DetectorSpec, format_ray_scoring, score_with_ray
+
+        if ray is None or out is None or segments or plot is not None or as_json:
+            raise InputError("Ray scoring takes --ray and --out together, without --segments, --plot or --json "
+                             "(its rows are the --json fields)")
+        spec = DetectorSpec(*(str(p) if p else None for p in (run, model, weights, onnx, calibration)),
+                            precision=precision, operating_point=operating_point, prior=prior)
+        result = score_with_ray(paths, out, spec, address=ray, actors=actors, gpus_per_actor=gpus_per_actor,
+                                batch_size=batch_size)
+        typer.echo(format_ray_scoring(result))
+        if result.failed:
+            raise typer.Exit(2)
+        return
     job = start_scoring(paths, run=run, model=model, weights=weights, onnx=onnx, calibration=calibration, prior=prior,
                         operating_point=operating_point, segments=segments, plot=plot, precision=precision,
                         max_seconds=max_seconds, note=lambda text: typer.echo(text, err=True))
@@ -230,8 +280,11 @@ def calibrate(run: Optional[Path] = typer.Argument(None, help="run directory (or
     from plastispoof.calibrate import calibrate as run_calibration
     from plastispoof.calibrate import format_calibration
 
-    typer.echo(format_calibration(*run_calibration(run, dataset, root, subset, model=model, weights=weights,
-                                                   out=out, prior=prior)))
+    from plastispoof.scale.sharding import is_main_rank
+
+    result = run_calibration(run, dataset, root, subset, model=model, weights=weights, out=out, prior=prior)
+    if is_main_rank():  # under torchrun every rank scores a shard; rank 0 reports
+        typer.echo(format_calibration(*result))
 
 
 @app.command()

@@ -41,6 +41,11 @@ class DataConfig(Section):
     max_dev: int | None = None
     max_eval: int | None = None
     feature_cache: str | None = Field(None, description="directory for cached frozen-front-end features")
+    feature_cache_dtype: Literal["float16", "float32"] = Field("float16", description="how cached features are "
+                                                               "stored (float16: half the disk, scores move by "
+                                                               "about 1e-3)")
+    shards: str | None = Field(None, description="WebDataset shards of the corpus (plastispoof prepare --shards): "
+                               "training reads its subset from them instead of the audio files")
     augment: AugmentList = Field(default_factory=list, description="augmentations of the training crops, in "
                                  "order, each with its probability p (see plastispoof.augment.config)")
 
@@ -49,6 +54,9 @@ class DataConfig(Section):
         if self.augment and self.feature_cache:
             raise ValueError("data.augment changes the audio of every epoch, so it cannot be combined with "
                              "data.feature_cache (features computed once)")
+        if self.shards and (self.feature_cache or self.augment or self.max_train):
+            raise ValueError("data.shards streams the whole training subset as stored: it cannot be combined with "
+                             "data.feature_cache, data.augment or data.max_train")
         return self
 
 
@@ -75,6 +83,10 @@ class TrainConfig(Section):
     class_weights: Literal["none", "balanced"] | list[float] = "balanced"
     grad_clip: float | None = 5.0
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
+    amp_dtype: Literal["float16", "bfloat16"] = Field("float16", description="what autocast computes in on CUDA: "
+                                                      "bfloat16 (Ampere and newer) needs no loss scaling")
+    channels_last: bool = Field(False, description="keep convolution weights (and so activations) in channels_last "
+                                "memory format: faster with AMP on tensor-core GPUs for 2-D CNNs (ResNet)")
     early_stopping: int | None = Field(None, description="stop a stage after this many epochs without dev gain")
     select: Literal["best", "last"] = Field("best", description="weights a stage ends with: those of its lowest "
                                             "dev EER, or its last epoch's (a fixed budget: for a dev set too small "

@@ -11,6 +11,9 @@ test numbers come from one code path.
 Outputs in the run directory, for ``<dataset>-<subset>``: ``scores/<..>.txt`` (``utt_id score`` lines),
 ``scores/<..>.json`` (the metrics JSON of :func:`plastispoof.metrics.compute_report`), ``plots/det-<..>.png``,
 ``plots/hist-<..>.png``, and one ``metrics.jsonl`` line.
+
+Under ``torchrun`` the trials are sharded across the ranks (:mod:`plastispoof.scale.sharding`) and rank 0 writes
+the same files a single process would.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from plastispoof import runs
@@ -33,6 +35,7 @@ from plastispoof.fileio import atomic_write_json
 from plastispoof.inference import Detector
 from plastispoof.llr_metrics import llr_report, plot_reliability, reliability
 from plastispoof.metrics import compute_report, format_report
+from plastispoof.scale.sharding import EvalGroup, rank_device, sharded_scores
 from plastispoof.score_files import write_scores
 from plastispoof.scoring import (
     CONVENTION_TEXT,
@@ -65,7 +68,7 @@ def cached_first_crop_scores(cfg: Any, model: nn.Module, trials: Sequence[Trial]
         return None
 
     features = first_crop_features(trials, frontend, cfg.data.feature_cache, cfg.data.num_samples,
-                                   cfg.data.sample_rate)
+                                   cfg.data.sample_rate, dtype=cfg.data.feature_cache_dtype)
     return features.scores(model, cfg.data.eval_batch_size)
 
 
@@ -82,22 +85,41 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
     LLRs: ``calibrated`` reports their ``act_dcf``, ``cllr`` and ``min_cllr``, and the LLR score file and a
     reliability diagram are written too; otherwise ``calibrated`` says why not.
     """
+    group = EvalGroup.from_env()
+    try:
+        return _evaluate(Path(run_dir), dataset, root, subset, full, bootstrap, group)
+    finally:
+        group.close()
+
+
+def _evaluate(run_dir: Path, dataset: str, root: str | Path, subset: str, full: bool, bootstrap: int,
+              group: EvalGroup) -> dict[str, Any]:
+    """:func:`evaluate_run` on one rank of ``group``: every rank scores its shard, rank 0 writes the files and
+    every rank returns rank 0's report."""
     from plastispoof.plots import plot_det, plot_score_histograms
 
-    run_dir = Path(run_dir)
     cfg, model, meta, trials = load_run_and_trials(run_dir, dataset, root, subset)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = rank_device()
     started = time.perf_counter()
     convention = WINDOW_MEAN if full else FIRST_CROP
+    show = group.rank == 0
     if full:
         detector = Detector(model, cfg.data.num_samples, cfg.data.sample_rate, batch_size=cfg.data.eval_batch_size,
                             device=device)
-        scores = window_mean_scores(detector, trials)
+
+        def score(part: list[Trial]) -> dict[str, float]:
+            return window_mean_scores(detector, part, show_progress=show)
     else:
-        scores = cached_first_crop_scores(cfg, model.to(device), trials)
-        if scores is None:
-            scores = score_trials(model, trials, cfg.data.num_samples, cfg.data.eval_batch_size, device,
-                                  sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers)
+        model = model.to(device)
+
+        def score(part: list[Trial]) -> dict[str, float]:
+            cached = cached_first_crop_scores(cfg, model, part)
+            return cached if cached is not None else score_trials(
+                model, part, cfg.data.num_samples, cfg.data.eval_batch_size, device,
+                sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers, show_progress=show)
+    scores = sharded_scores(trials, score, cfg.data.eval_batch_size, group)
+    if scores is None:  # another rank than 0: rank 0 writes and reports
+        return group.broadcast(None)
     report = {**compute_report(trials, scores, bootstrap=bootstrap), "convention": convention,
               "convention_text": CONVENTION_TEXT[convention]}
 
@@ -119,8 +141,9 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
         "event": "evaluate", "dataset": dataset, "subset": subset, "convention": convention,
         "trials": len(trials), "eer": report["eer"],
         "min_tdcf": report["min_tdcf"], "threshold": report["threshold"],
-        "seconds": time.perf_counter() - started, "time": time.time()})
-    return {**report, "files": {name: str(path) for name, path in files.items()}}
+        "seconds": time.perf_counter() - started, "time": time.time(), "ranks": group.world_size})
+    report = {**report, "files": {name: str(path) for name, path in files.items()}}
+    return group.broadcast(report) if group.enabled else report
 
 
 def _calibrated_metrics(run_dir: Path, model: nn.Module, convention: str, trials: Sequence[Trial],

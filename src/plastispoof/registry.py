@@ -59,6 +59,7 @@ _BUILTIN_MODULES = (  # light modules first: a lookup stops importing once its n
     "plastispoof.capacity.plasticity",
     "plastispoof.capacity.dynamic_width",
     "plastispoof.data.protocols",
+    "plastispoof.data.manifest",
     "plastispoof.models.wav2vec2",  # transformers from here on
     "plastispoof.models.nes2net",
     "plastispoof.capacity.lora",  # peft

@@ -203,14 +203,18 @@ def window_starts(length: int, window: int, hop: int | None = None) -> list[int]
 
 
 def expand_audio_paths(paths: list[str | Path]) -> list[tuple[Path, str | None]]:
-    """Files as given, folders expanded to their audio files (sorted); a path that does not exist or a folder
-    with no audio comes back with a problem instead."""
+    """Files as given, folders expanded to their audio files (sorted), a ``.parquet`` manifest to its files (refused
+    when stale); a path that does not exist or a folder with no audio comes back with a problem instead."""
     found: list[tuple[Path, str | None]] = []
     for path in map(Path, paths):
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
             found += [(p, None) for p in files] or [(path, f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in "
                                                           f"folder {path}")]
+        elif path.suffix.lower() == ".parquet" and path.is_file():  # a manifest of plastispoof prepare
+            from plastispoof.data.manifest import manifest_paths
+
+            found += [(p, None) for p in manifest_paths(path)]
         elif path.exists():
             found.append((path, None))
         else:

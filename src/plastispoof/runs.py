@@ -322,6 +322,9 @@ class RunRecorder:
                              f"it, or choose another name (name: in the config, or --set name=...)")
         if resume:
             check_same_experiment(run_dir, self.cfg)
+            if self.is_main and run_dir.is_dir():  # temp files of writes a kill interrupted (fileio.atomic_path)
+                for stale in run_dir.rglob(".*.tmp*"):
+                    stale.unlink(missing_ok=True)
         return not (resume and (run_dir / META).is_file() and read_meta(run_dir).get("finished"))
 
     def start(self) -> None:

@@ -119,7 +119,7 @@ class Trainer:
 
     def _train_stage(self, index: int, stage: Stage) -> None:
         progress, best = self.progress, self.progress.best
-        self.model.to(self.device)
+        self._place_model()
         if stage.epochs == 0 or progress.epoch >= stage.epochs:
             return
         self.data.bind_feature_cache(self.model)
@@ -132,7 +132,7 @@ class Trainer:
             if changed:
                 progress.transforms += [changed.record()] if isinstance(changed, Transform) else []
                 best.forget()  # a new structure cannot load the best weights kept so far
-                self.model.to(self.device)
+                self._place_model()
                 self._build_optimizer(stage)
             eer, threshold = dev_eer(self.model, self.cfg, self.data, self.device, self.dist)
             progress.epoch += 1
@@ -148,6 +148,12 @@ class Trainer:
                 break
             if progress.epoch < stage.epochs:
                 self._checkpoint()
+
+    def _place_model(self) -> None:
+        """The model on the run's device, in channels_last memory format when ``train.channels_last`` asks."""
+        self.model.to(self.device)
+        if self.cfg.train.channels_last:  # 4-D weights only; convolutions then run channels_last
+            self.model.to(memory_format=torch.channels_last)
 
     def _train_epoch(self, stage: Stage) -> float:
         """One epoch (or ``max_steps_per_epoch`` steps); returns the mean training loss over every rank."""
