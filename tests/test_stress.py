@@ -180,7 +180,7 @@ def test_a_condition_needing_a_missing_codec_names_it(monkeypatch):
 
 
 def test_run_and_weights_together_is_an_error(run_dir, corpus):
-    with pytest.raises(InputError, match="not both"):
+    with pytest.raises(InputError, match="give one model: .* name two"):
         stress_command(run_dir, "aasist", "x.pth", "asv19-la", corpus, conditions=["clean"])
 
 

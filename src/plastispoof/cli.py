@@ -279,7 +279,6 @@ def calibrate(run: Optional[Path] = typer.Argument(None, help="run directory (or
     """Fit score -> LLR (affine, prior-weighted logistic regression) on dev scores pooled like `score`."""
     from plastispoof.calibrate import calibrate as run_calibration
     from plastispoof.calibrate import format_calibration
-
     from plastispoof.scale.sharding import is_main_rank
 
     result = run_calibration(run, dataset, root, subset, model=model, weights=weights, out=out, prior=prior)
