@@ -6,8 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install system-deps bench clean
 
-# Debian packages the tests use: eSpeak NG and the French Asterisk prompts with their transcripts (about 19 MB).
-DEBIAN_PACKAGES := espeak-ng asterisk-core-sounds-fr-wav asterisk-core-sounds-fr
+# Debian packages the tests use: eSpeak NG, Festival (with its kal voice) and Flite, and the French Asterisk prompts
+# with their transcripts; chromium for the browser tests of serve's page (Playwright drives it). Each is installed
+# only when missing (a command or a file it provides is absent).
+DEBIAN_PACKAGES := espeak-ng festival festvox-kallpc16k flite asterisk-core-sounds-fr-wav asterisk-core-sounds-fr \
+  chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,14 +26,17 @@ demo: $(STAMP)
 
 # Installed only when missing; as root with apt-get, else the line to run is printed.
 system-deps:
-	@command -v espeak-ng >/dev/null && [ -d /usr/share/asterisk/sounds/fr_CA_f_June ] && \
-	  [ -f /usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz ] || { \
+	@command -v espeak-ng >/dev/null && command -v text2wave >/dev/null && command -v flite >/dev/null && \
+	  [ -d /usr/share/festival/voices/english/kal_diphone ] && [ -d /usr/share/asterisk/sounds/fr_CA_f_June ] && \
+	  [ -f /usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz ] && command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEBIAN_PACKAGES); \
 	  else echo "the tests need Debian packages: sudo apt-get install $(DEBIAN_PACKAGES)"; exit 1; fi; }
 
+# ruff first (pyflakes, pycodestyle at 120 columns, isort, bugbear: pyproject.toml); -rs lists every skip.
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -n 2 -p no:cacheprovider -rs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py

@@ -37,9 +37,9 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+from features import cpu_name
 from torch import nn
 
-from features import cpu_name
 from plastispoof.inference import Detector
 from plastispoof.models.aasist import AASIST_CONFIG, load_official, read_state_dict
 from plastispoof.runtime import keep_freed_memory

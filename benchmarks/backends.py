@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from plastispoof.cost import REFERENCE_BACKEND, backend_cost
-from plastispoof.models.nes2net import BACKENDS, build_backend
+from plastispoof.models.nes2net import build_backend
+from plastispoof.registry import BACKENDS
 from plastispoof.runtime import keep_freed_memory
 
 

@@ -19,6 +19,7 @@ import argparse
 import platform
 import statistics
 import time
+from functools import partial
 from typing import Callable
 
 import librosa
@@ -104,7 +105,7 @@ def main() -> None:
     for name, (frontend, reference) in cases.items():
         with torch.inference_mode():
             difference = float(np.abs(frontend(waveform).numpy() - reference(audio)).max())
-            ours, theirs = round_robin_medians([lambda: frontend(waveform), lambda: reference(audio)], args.repeats)
+            ours, theirs = round_robin_medians([partial(frontend, waveform), partial(reference, audio)], args.repeats)
         print(f"{name:<20} {ours * 1e3:9.1f} {theirs * 1e3:11.1f} {theirs / ours:8.1f}x {difference:11.2e}")
 
 

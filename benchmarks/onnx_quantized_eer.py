@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plastispoof.scoring import window_mean_scores
 from plastispoof.data.protocols import read_dataset
 from plastispoof.inference import Detector
 from plastispoof.metrics import compute_eer
 from plastispoof.onnx_export import export_onnx
 from plastispoof.onnx_runtime import OnnxDetector
 from plastispoof.runtime import keep_freed_memory
+from plastispoof.scoring import window_mean_scores
 
 
 def main() -> None:

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from features import cpu_name
-from plastispoof.scoring import model_scores
+
 from plastispoof.inference import Detector
 from plastispoof.models.base import build_model
 from plastispoof.onnx_export import export_detector
 from plastispoof.onnx_runtime import OnnxDetector
 from plastispoof.runtime import keep_freed_memory
+from plastispoof.scoring import model_scores
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
             for label, quantize in variants:
                 path = Path(scratch) / f"{name}-{label}.onnx"
                 export_detector(detector, path, quantize=quantize, check=False)
-                onnx = OnnxDetector.from_onnx(path, threads=args.threads, use_calibration=False)
+                onnx = OnnxDetector.from_onnx(path, threads=args.threads)
                 for module in model.modules():  # eager PyTorch as a user runs it (fast paths on)
                     if hasattr(module, "cpu_fast_paths"):
                         module.cpu_fast_paths = True

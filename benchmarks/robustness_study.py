@@ -1,6 +1,7 @@
 """Stress tables of runs trained without and with augmentation, mean ± std over seeds (docs/robustness.md).
 
-The runs not scored yet are scored in one pass over the degraded audio (``plastispoof.stress.score_conditions``:
+The runs not scored yet are scored in one pass over the degraded audio
+(``plastispoof.analysis.stress.score_conditions``:
 each condition's audio is made once and scored by every run); per-utterance scores go to
 ``RUN/stress/scores.json`` (so a later call with more seeds reuses them), each run's ``stress.{md,csv,json,png}``
 to ``RUN/stress/``; then the table of mean ± std EER per condition and group is printed, with the mean EER over the
@@ -37,11 +38,18 @@ def main() -> None:
                         "(and the reference, when given), on the whole subset")
     args = parser.parse_args()
 
+    from plastispoof.analysis.stress import (
+        CONDITIONS,
+        check_conditions,
+        condition_report,
+        score_conditions,
+        stress_trials,
+        summary,
+        write_stress,
+    )
     from plastispoof.data.dataset import subsample
     from plastispoof.fileio import atomic_write_json
     from plastispoof.inference import Detector
-    from plastispoof.stress import (CONDITIONS, check_conditions, condition_report, score_conditions,
-                                    stress_trials, summary, write_stress)
 
     groups = {"plain": args.plain.split(","), "augmented": args.augmented.split(",")}
     runs = [run for group in groups.values() for run in group]

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-
 from features import cpu_name, median_seconds
+
 from plastispoof.audio import ASVSPOOF_NUM_SAMPLES, fix_length
-from plastispoof.scoring import model_scores
 from plastispoof.inference import Detector
 from plastispoof.models.base import build_model
 from plastispoof.runtime import keep_freed_memory
+from plastispoof.scoring import model_scores
 
 SAMPLE_RATE = 16000
 

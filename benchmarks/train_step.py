@@ -22,12 +22,12 @@ import time
 from datetime import date
 
 import torch
+from features import cpu_name
 from torch import nn
 
-from features import cpu_name
 from plastispoof.config import TrainConfig
-from plastispoof.cost import count_flops
 from plastispoof.models.base import build_model, count_parameters
+from plastispoof.models.flops import count_flops
 from plastispoof.runtime import keep_freed_memory
 from plastispoof.training.losses import auxiliary_loss, classification_loss
 from plastispoof.training.optim import build_optimizer

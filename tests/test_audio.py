@@ -196,7 +196,7 @@ def test_write_audio_round_trip_leaves_no_temporary(tmp_path, sine, name):
 
 def test_failed_write_keeps_the_old_file(tmp_path, sine):
     path = write_audio(tmp_path / "out.flac", sine(), 16000)
-    with pytest.raises(Exception):
+    with pytest.raises((ValueError, RuntimeError, sf.LibsndfileError)):  # libsndfile refuses a negative rate
         write_audio(path, sine(), -5)
     assert [p.name for p in tmp_path.iterdir()] == ["out.flac"]
     np.testing.assert_allclose(load_audio(path), sine(), atol=PCM16_STEP)

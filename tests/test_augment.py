@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_run import tiny_config, write_tiny_corpus
 
 from plastispoof import runs
 from plastispoof.augment import codecs
 from plastispoof.augment.noise import COLOURS, add_at_snr, coloured_noise
 from plastispoof.augment.pipeline import AugmentPipeline, parse_augment, telephone_band
-from plastispoof.augment.rawboost import (RawBoostParams, coloured_noise as rawboost_coloured, convolutive_noise,
-                                          impulsive_noise, rawboost)
+from plastispoof.augment.rawboost import RawBoostParams, convolutive_noise, impulsive_noise, rawboost
+from plastispoof.augment.rawboost import coloured_noise as rawboost_coloured
 from plastispoof.augment.reverb import generated_rir, measure_rt60, reverberate
 from plastispoof.config import validate
 from plastispoof.data.dataset import TrialDataset
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
 from plastispoof.training import train
-from tiny_run import tiny_config, write_tiny_corpus
 
 RATE = 16000
 
@@ -348,3 +348,13 @@ def test_a_resumed_run_sees_the_same_augmented_audio(tmp_path, corpus, monkeypat
     assert killed == {key: digest for key, digest in whole.items() if key[0] == 0}
     # and the audio really was augmented: epochs differ for the same utterance
     assert whole[(1, 0)] != whole[(2, 0)]
+
+
+def test_an_augmentation_that_makes_nan_is_a_bug_that_raises(monkeypatch):
+    import plastispoof.augment.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "make_augmenter",
+                        lambda options, rate: lambda x, rng: np.where(np.arange(x.size) == 3, np.nan, x))
+    pipeline = AugmentPipeline([{"name": "telephone", "p": 1.0}])
+    with pytest.raises(RuntimeError, match="augmentation 'telephone' made NaN or infinite samples"):
+        pipeline(speechlike(), (0, 0, 0))

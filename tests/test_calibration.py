@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 from sklearn.linear_model import LogisticRegression
+from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config, write_tiny_corpus
 
-from plastispoof.calibration import (Calibration, calibrate, decision_threshold, fit_calibration, fpr_threshold,
-                                     min_cllr, model_hash, read_calibration)
+from plastispoof.calibrate import calibrate
+from plastispoof.calibration import Calibration, decision_threshold, fit_calibration, fpr_threshold, read_calibration
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
 from plastispoof.inference import Detector
+from plastispoof.metrics import cllr, compute_eer, min_cllr
 from plastispoof.results import window_starts
-from plastispoof.metrics import cllr, compute_eer
 from plastispoof.training import train
-from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config, write_tiny_corpus
+from plastispoof.weights_hash import model_hash
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_dev_scores_are_the_scores_score_returns(calibrated, run_dir, corpus):
 def test_score_returns_llr_probability_and_decisions(calibrated, run_dir, tmp_path):
     path, data = calibrated
     detector = Detector.from_run(run_dir, device="cpu")
-    detector.use_calibration(path)
+    detector.use_calibration(read_calibration(path))
     rng = np.random.default_rng(5)
     sf.write(tmp_path / "a.wav", bonafide_like(rng, 4000), SAMPLE_RATE, subtype="FLOAT")
     [result] = list(detector.iter_results([tmp_path / "a.wav"], prior=0.1, operating_point="bayes"))
@@ -160,12 +161,12 @@ def test_a_calibration_of_other_weights_is_refused(calibrated, run_dir, corpus, 
     other = train(tiny_config(tmp_path, corpus, name="other", seed=8))
     detector = Detector.from_run(other, device="cpu")
     with pytest.raises(InputError, match="belongs to other weights"):
-        detector.use_calibration(path)
+        detector.use_calibration(read_calibration(path))
 
 
 def test_segments_give_a_timeline_whose_mean_is_the_score(calibrated, run_dir, tmp_path):
     detector = Detector.from_run(run_dir, device="cpu")
-    detector.use_calibration(calibrated[0])
+    detector.use_calibration(read_calibration(calibrated[0]))
     rng = np.random.default_rng(6)
     wave = np.concatenate([bonafide_like(rng, 3200), spoof_like(rng, 2500)])
     sf.write(tmp_path / "long.wav", wave, SAMPLE_RATE, subtype="FLOAT")
@@ -180,7 +181,9 @@ def test_segments_give_a_timeline_whose_mean_is_the_score(calibrated, run_dir, t
     assert long.score == pytest.approx(np.mean([s["score"] for s in long.segments]), abs=1e-9)
     assert long.score == pytest.approx(detector.score_file(tmp_path / "long.wav"), abs=1e-5)
     assert long.segments[0]["llr"] == pytest.approx(detector.calibration.llr(long.segments[0]["score"]))
-    assert len(short.segments) == 1 and "shorter than one window" in short.note and long.note is None
+    assert len(short.segments) == 1 and "repeat-padded to one 0.100 s window" in short.note
+    # both are under the 1 s minimum the docs state (results.MIN_RELIABLE_SECONDS); only the short one is padded
+    assert "under the 1 s minimum" in long.note and "padded" not in long.note
 
 
 def test_read_calibration_refuses_other_files(tmp_path):
@@ -224,7 +227,7 @@ def test_cli_calibrate_then_score_streams_json_lines(tmp_path, corpus):
     assert done.returncode == 2 and "cannot be reached" in done.stderr and "Traceback" not in done.stderr
     table = cli("score", folder, "--run", run)
     assert table.returncode == 0 and "p_bonafide" in table.stdout.splitlines()[1]
-    assert table.stdout.startswith("# decision at eer: bona fide when score > ")
+    assert table.stdout.startswith("# grnn: decision at eer: bona fide when score > ")
     pictures = cli("score", folder / "a.flac", "--run", run, "--plot", tmp_path / "plots")
     assert pictures.returncode == 0 and (tmp_path / "plots" / "a.flac.png").is_file()
 
@@ -237,10 +240,10 @@ def Path_name(path: str) -> str:
 
 
 def test_timeline_figure_draws_the_window_llrs_against_the_threshold(calibrated, run_dir, tmp_path):
-    from plastispoof.timeline import plot_timeline, timeline_figure
+    from plastispoof.timeline import plot_timeline, timeline_figure, timeline_path
 
     detector = Detector.from_run(run_dir, device="cpu")
-    detector.use_calibration(calibrated[0])
+    detector.use_calibration(read_calibration(calibrated[0]))
     rng = np.random.default_rng(8)
     sf.write(tmp_path / "clip 1.wav", np.concatenate([bonafide_like(rng, 3000), spoof_like(rng, 3000)]),
              SAMPLE_RATE, subtype="FLOAT")
@@ -252,7 +255,7 @@ def test_timeline_figure_draws_the_window_llrs_against_the_threshold(calibrated,
     np.testing.assert_allclose(curve.get_ydata(), [s["llr"] for s in result.segments])
     np.testing.assert_allclose(curve.get_xdata(), [(s["start_s"] + s["end_s"]) / 2 for s in result.segments])
     assert threshold_line.get_ydata()[0] == pytest.approx(detector.calibration.llr(result.threshold))
-    png = plot_timeline(detector, result, tmp_path / "plots")
+    png = plot_timeline(detector, result, timeline_path(tmp_path / "plots", result.path))
     assert png == tmp_path / "plots" / "clip_1.wav.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -307,5 +310,5 @@ def test_foreign_weights_calibrate_into_a_named_file(corpus, tmp_path):
     path, data = calibrate(None, "asv19-la", corpus, "dev", model="aasist-l", weights=tmp_path / "aasist-l.pth",
                            out=tmp_path / "aasist-l.calibration.json", device="cpu")
     detector = Detector.from_weights("aasist-l", tmp_path / "aasist-l.pth", device="cpu")
-    detector.use_calibration(path)  # the hash of the same weights matches
+    detector.use_calibration(read_calibration(path))  # the hash of the same weights matches
     assert data["model"] == "aasist-l" and data["n_bonafide"] == 8 and data["input"]["num_samples"] == 64600

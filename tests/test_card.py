@@ -8,13 +8,14 @@ import sys
 
 import pytest
 import torch
+from tiny_run import grnn_config
 
-from plastispoof.calibration import calibrate, model_hash
+from plastispoof.calibrate import calibrate
 from plastispoof.card import format_card, read_card
 from plastispoof.errors import InputError
 from plastispoof.runs import load_run_model
 from plastispoof.training import train
-from tiny_run import grnn_config
+from plastispoof.weights_hash import model_hash
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.signal
+from needs import skip_or_fail
 
-from plastispoof.data.copysynth.vocoders import COPY_ATTACKS, analyse, encoder_available
+from plastispoof.augment.codecs import encoder_name
+from plastispoof.data.copysynth.vocoders import COPY_ATTACKS, analyse
 from plastispoof.data.synthetic import SAMPLE_RATE
 
 ASTERISK_FR = "/usr/share/asterisk/sounds/fr_CA_f_June"
@@ -105,8 +107,7 @@ def test_griffin_lim_keeps_the_magnitude_but_not_the_phase(clip):
 
 @pytest.mark.parametrize("attack_id", ["K01", "K02", "K03"])
 def test_codecs_decode_to_the_same_length_and_rate_and_stay_aligned(clip, attack_id):
-    if not COPY_ATTACKS[attack_id].available():
-        pytest.skip(f"this FFmpeg build lacks {COPY_ATTACKS[attack_id].encoders}")
+    assert COPY_ATTACKS[attack_id].available()  # the pinned PyAV wheel has MP3, Opus and AMR-NB encoders
     x, speech = clip
     y = resynthesise(attack_id, speech)
     assert y.shape == x.shape
@@ -125,8 +126,8 @@ def test_codecs_decode_to_the_same_length_and_rate_and_stay_aligned(clip, attack
 
 
 def test_the_mp3_and_opus_encoders_are_in_the_pinned_pyav():
-    assert encoder_available("libmp3lame") and encoder_available("libopus")
-    assert not encoder_available("no-such-encoder")
+    assert encoder_name("mp3") == "libmp3lame" and encoder_name("opus") == "libopus"
+    assert encoder_name("amr-nb") == "libopencore_amrnb"
 
 
 # ------------------------------------------------------------------------------------------------ corpus
@@ -137,7 +138,13 @@ import soundfile as sf  # noqa: E402
 
 from plastispoof.data.copysynth.channel import Channel  # noqa: E402
 from plastispoof.data.copysynth.corpus import (  # noqa: E402
-    Source, assign_subsets, write_copysynth_corpus, find_sources, lofo_root, read_manifest)
+    Source,
+    assign_subsets,
+    find_sources,
+    lofo_root,
+    read_manifest,
+    write_copysynth_corpus,
+)
 from plastispoof.data.protocols import read_dataset  # noqa: E402
 from plastispoof.errors import InputError  # noqa: E402
 
@@ -268,7 +275,8 @@ def test_a_rebuild_with_other_families_drops_the_old_lofo_folders(bonafide, tmp_
     assert (tmp_path / "lofo" / "codec").is_dir()
     write_copysynth_corpus(tmp_path, sources, attacks=["lpc", "S01"], seed=3)
     assert sorted(p.name for p in (tmp_path / "lofo").iterdir()) == ["lpc", "sinusoidal"]
-    assert "K01" not in (tmp_path / "LA" / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.eval.trl.txt").read_text()
+    protocols = tmp_path / "LA" / "ASVspoof2019_LA_cm_protocols"
+    assert "K01" not in (protocols / "ASVspoof2019.LA.cm.eval.trl.txt").read_text()
 
 
 def test_a_silent_recording_is_named(bonafide, tmp_path):
@@ -318,7 +326,7 @@ def test_tts_takes_differ_by_seed_and_repeat_for_the_same_seed():
 def test_festival_and_flite_speak_english_and_refuse_french(name):
     engine = TTS_ENGINES[name]
     if engine.missing():
-        pytest.skip(f"{name} not installed ({engine.missing()})")
+        skip_or_fail(f"{name} not installed ({engine.missing()})")
     audio, rate = engine.speak("Your new password has been saved.", "en", np.random.default_rng(0))
     assert rate in (16000, 32000) and 1.0 < len(audio) / rate < 5.0 and np.std(audio) > 0.01  # slt HTS: 32 kHz
     with pytest.raises(InputError, match=f"{name} cannot speak fr"):
@@ -400,8 +408,11 @@ def test_a_corpus_from_real_prompts_speaks_their_transcripts(french_prompts, tmp
     assert len(trials) == 3 * len(chosen) and {t.speaker for t in trials} == {"fr_CA_f_June"}
     bonafide = {t.utt_id: sf.info(str(t.path)).duration for t in trials if t.attack == "-"}
     spoken = {t.utt_id: sf.info(str(t.path)).duration for t in trials if t.attack == "T01"}
-    # eSpeak reads the same sentence as the speaker: durations of the same order (not a fixed built-in sentence).
-    assert sorted(spoken.values()) == pytest.approx(sorted(bonafide.values()), rel=0.6)
+    # eSpeak reads the speaker's own sentences: its durations follow theirs in proportion (a fixed built-in sentence
+    # would give near-equal durations, so the ratios would spread as widely as the prompts' lengths, here 1.7x).
+    ratios = np.array(sorted(spoken.values())) / np.array(sorted(bonafide.values()))
+    assert 0.5 < ratios.mean() < 1.5 and ratios.max() / ratios.min() < 1.25
+    assert max(bonafide.values()) / min(bonafide.values()) > 1.5  # the prompts differ enough for that to tell
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -422,7 +433,8 @@ def test_cli_writes_a_corpus_from_a_folder(bonafide, tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = read_manifest(tmp_path)
     assert manifest["families"]["codec"]["attacks"] == ["K01"] and set(manifest["lofo"]) == {"lpc", "codec"}
-    assert len(read_dataset("asv19-la", lofo_root(tmp_path, "codec"), "train")) == 2 * manifest["counts"]["train"]["bonafide"]
+    train_trials = read_dataset("asv19-la", lofo_root(tmp_path, "codec"), "train")
+    assert len(train_trials) == 2 * manifest["counts"]["train"]["bonafide"]
 
 
 @pytest.mark.parametrize("case", ["no audio", "missing engine", "one family", "both sources", "unknown family"])

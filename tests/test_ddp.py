@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
+from tiny_run import tiny_config, write_tiny_corpus
 
 from plastispoof.runs import read_jsonl
 from plastispoof.training import train
-from tiny_run import tiny_config, write_tiny_corpus
 
 
 def _free_port() -> int:

@@ -15,8 +15,18 @@ from torch.utils._pytree import tree_flatten
 
 from plastispoof.capacity import apply_transforms, build_strategy
 from plastispoof.capacity.dropin import Dropin, GrowthOptions
-from plastispoof.capacity.growth import (GrownLayer, GrownModule, NeuronInit, grow_site, grown_modules,
-                                         materialise, prune_added, resolve_count, select_sites, site_width)
+from plastispoof.capacity.growth import (
+    GrownLayer,
+    GrownModule,
+    NeuronInit,
+    grow_site,
+    grown_modules,
+    materialise,
+    prune_added,
+    resolve_count,
+    select_sites,
+    site_width,
+)
 from plastispoof.errors import InputError
 from plastispoof.models.base import build_model, count_parameters, get_module
 from plastispoof.registry import MODELS, load_builtins
@@ -365,9 +375,10 @@ def test_full_size_resnet18_frozen_trains_exactly_the_added_neurons():
 
 
 def test_the_dropin_stage_trains_at_its_own_learning_rate(tmp_path):
+    from tiny_run import grnn_config, write_tiny_corpus
+
     from plastispoof.runs import METRICS, read_jsonl
     from plastispoof.training import train
-    from tiny_run import grnn_config, write_tiny_corpus
 
     corpus = write_tiny_corpus(tmp_path / "corpus")
     cfg = grnn_config(tmp_path / "runs", corpus).model_copy(deep=True)

@@ -8,17 +8,23 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_run import tiny_config, write_tiny_corpus
 from torch import nn
 
 from plastispoof.capacity import apply_transforms, build_strategy
-from plastispoof.capacity.dynamic_width import (BUDGET_NAME, DynamicWidth, DynamicWidthSettings, MakeWidthsDynamic,
-                                                Shrink, dynamic_sites, dynamic_widths)
-from plastispoof.cost import count_flops
+from plastispoof.capacity.dynamic_width import (
+    BUDGET_NAME,
+    DynamicWidth,
+    DynamicWidthSettings,
+    MakeWidthsDynamic,
+    Shrink,
+    dynamic_sites,
+    dynamic_widths,
+)
 from plastispoof.errors import InputError
 from plastispoof.models.base import build_model, count_parameters
+from plastispoof.models.flops import count_flops
 from plastispoof.runs import load_run_model, load_state_strict, read_meta
-
-from tiny_run import tiny_config, write_tiny_corpus
 
 TINY = {"resnet18": {"width": 4}, "resnet34": {"width": 2}, "grnn": {"hidden_sizes": [6, 5, 4]}}
 SAMPLES = 4800  # 0.3 s: GRNN's deltas need 9 frames of hop 512
@@ -307,14 +313,16 @@ def test_the_trainer_gives_widths_no_weight_decay_and_no_clipping(tmp_path):
     gradient, while the weights' update is the clipped gradient plus their decay."""
     import copy
 
+    from tiny_run import tiny_config
+
     from plastispoof.training.losses import auxiliary_loss, classification_loss
     from plastispoof.training.optim import Optimisation
-    from tiny_run import tiny_config
 
     lr, decay, clip = 0.1, 0.5, 1e-3
     cfg = tiny_config(tmp_path, tmp_path, train={"optimizer": "sgd", "lr": lr, "weight_decay": decay,
                                                  "grad_clip": clip})
-    model = dynamic("grnn", noise=False, kappa=TINY_GRNN_KAPPA)  # no noise: the reference backward below sees the same loss
+    # no noise: the reference backward below sees the same loss
+    model = dynamic("grnn", noise=False, kappa=TINY_GRNN_KAPPA)
     optimisation = Optimisation(cfg.train, torch.device("cpu"))  # the trainer's optimiser and step
     optimisation.build(model, cfg.data.num_samples, "stage 'dynamic'")
     x, target = waveforms(), torch.tensor([0, 1])
@@ -432,7 +440,8 @@ def test_a_kappa_below_the_models_floor_is_refused_up_front_but_a_recorded_one_r
     torch.manual_seed(0)
     settings = DynamicWidthSettings(kappa=0.05, seconds=SAMPLES / 16000)
     model = build_model("grnn")
-    with pytest.raises(InputError, match=r"^kappa 0.05 is below this model's floor 0\.16\d \(the FLOPs of its front-end, head"):
+    floor = r"^kappa 0.05 is below this model's floor 0\.16\d \(the FLOPs of its front-end, head"
+    with pytest.raises(InputError, match=floor):
         MakeWidthsDynamic(settings).apply(model)
     assert not any(isinstance(module, DynamicWidth) for module in model.modules())  # refused before any change
     # The floor is what the model costs with every site at its minimum width.

@@ -7,15 +7,15 @@ import subprocess
 import sys
 
 import pytest
+from tiny_run import grnn_config, tiny_config
 
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
 from plastispoof.evaluate import evaluate_run, format_metrics
-from plastispoof.scoring import score_trials
-from plastispoof.score_files import score_protocol
 from plastispoof.runs import load_run_model, read_jsonl
+from plastispoof.score_files import score_protocol
+from plastispoof.scoring import score_trials
 from plastispoof.training import train
-from tiny_run import grnn_config, tiny_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tiny_run import tiny_config, write_tiny_corpus
 
 from plastispoof.capacity.base import Stage, Strategy, StrategyOptions
 from plastispoof.config import load_config
 from plastispoof.data.feature_cache import FeatureCache
-from plastispoof.data.loaders import training_data
 from plastispoof.data.protocols import read_dataset
 from plastispoof.evaluate import evaluate_run
 from plastispoof.metrics import trials_eer
@@ -18,7 +18,7 @@ from plastispoof.runs import load_run_model, read_jsonl
 from plastispoof.score_files import read_scores
 from plastispoof.scoring import score_trials
 from plastispoof.training import train
-from tiny_run import tiny_config, write_tiny_corpus
+from plastispoof.training.loaders import training_data
 
 NUM_SAMPLES = 4000
 
@@ -41,7 +41,8 @@ class ContinueFrom(Strategy):
 def _config(out: Path, corpus: Path, cache: Path, name: str, seed: int, strategy: dict | None = None):
     cfg = tiny_config(out, corpus, name=name, model={"name": "ssl-linear",
                                                      "args": {"frontend": {"size": "tiny", "freeze": True}}},
-                      data={"num_samples": NUM_SAMPLES, "feature_cache": str(cache)},
+                      data={"num_samples": NUM_SAMPLES, "feature_cache": str(cache),
+                            "feature_cache_dtype": "float32"},  # exactly the waveforms' scores
                       train={"epochs": 1, "max_steps_per_epoch": 1})
     update = {"seed": seed}
     if strategy:

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from plastispoof.bootstrap import _weighted_eers, bootstrap_eer_cis, eer_cis_for_trials, resampling_unit
 from plastispoof.data.trials import Trial
 from plastispoof.errors import InputError
 from plastispoof.fusion import fuse_score_files
-from plastispoof.llr_metrics import (_weighted_eers, bootstrap_eer_cis, eer_cis_for_trials, reliability,
-                                     resampling_unit)
+from plastispoof.llr_metrics import reliability
 from plastispoof.metrics import compute_eer, compute_report
 from plastispoof.score_files import read_scores
 

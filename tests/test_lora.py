@@ -138,8 +138,8 @@ def test_applies_only_to_models_with_an_ssl_encoder():
     from plastispoof.registry import STRATEGIES
 
     for name in ("lora", "molex"):
-        assert STRATEGIES[name].applies_to(tiny_wav2vec2())
-        assert not STRATEGIES[name].applies_to(build_model("grnn"))
+        assert STRATEGIES.get_or_fail(name).applies_to(tiny_wav2vec2())
+        assert not STRATEGIES.get_or_fail(name).applies_to(build_model("grnn"))
 
 
 def test_bad_targets_are_input_errors():

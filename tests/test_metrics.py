@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from plastispoof.data.trials import Trial
 from plastispoof.errors import InputError
 from plastispoof.metrics import (
-    AsvScores,
     POOLED_ASV_RATES,
+    AsvScores,
     act_dcf,
     asv_error_rates,
     cllr,

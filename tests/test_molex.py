@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_run import run_cli
+from tiny_run import tiny_config, write_tiny_corpus
 from torch import nn
 
 from plastispoof.analysis.expert_usage import ExpertUsage, expert_usage_report
@@ -18,7 +20,6 @@ from plastispoof.fileio import atomic_write_text
 from plastispoof.models.base import build_model
 from plastispoof.runs import load_state_strict, read_weights, save_weights, write_meta
 from plastispoof.training.losses import auxiliary_loss
-from tiny_run import tiny_config, write_tiny_corpus
 
 SAMPLES = 4000  # 0.25 s = 12 frames: more than the 10 that wav2vec2's training-time time masking spans
 
@@ -220,7 +221,7 @@ def corpus(tmp_path_factory):
                                                                          "eval": (3, 6)})
 
 
-def test_expert_usage_report_of_a_hand_made_run(tmp_path, corpus):
+def test_expert_usage_report_of_a_hand_made_run(tmp_path, corpus, capsys):
     # A run directory written by hand (config, meta with the transform record, weights), whose routers all
     # prefer expert 2: the report must count every trial once per attack and find expert 2 on top.
     cfg = tiny_config(tmp_path, corpus, name="molex", data={"num_samples": SAMPLES, "eval_batch_size": 4},
@@ -254,6 +255,9 @@ def test_expert_usage_report_of_a_hand_made_run(tmp_path, corpus):
     again = ExpertUsage.from_json(report)  # a report read back gives the same figures
     np.testing.assert_allclose(again.mean_gate, gates)
     np.testing.assert_allclose(again.attack_information, information)
+    # the experts verb prints the same table through the real command line
+    code, out, err = run_cli(capsys, "experts", run, "--dataset", "asv19-la", "--root", corpus)
+    assert code == 0 and out.strip() == table.strip(), err
 
 
 def test_expert_usage_report_refuses_a_run_without_experts(tmp_path, corpus):

@@ -12,8 +12,15 @@ from plastispoof.capacity.dropin import Dropin, GrowthOptions
 from plastispoof.capacity.growth import grown_modules, prune_added
 from plastispoof.errors import InputError
 from plastispoof.models.base import build_model, count_parameters
-from plastispoof.models.nes2net import (BACKENDS, LinearHead, Nes2Net, NestedBlock, ReductionAASIST, SqueezeExcitation,
-                                        build_backend)
+from plastispoof.models.nes2net import (
+    BACKENDS,
+    LinearHead,
+    Nes2Net,
+    NestedBlock,
+    ReductionAASIST,
+    SqueezeExcitation,
+    build_backend,
+)
 
 TINY_FRONTEND = {"kind": "wav2vec2", "size": "tiny"}
 
@@ -231,10 +238,10 @@ def test_function_preserving_dropin_grows_every_site_and_keeps_the_outputs(name,
 @pytest.mark.slow
 def test_tiny_ssl_nes2net_trains_end_to_end_and_rebuilds_from_its_run(tmp_path):
     from plastispoof.config import validate
-    from plastispoof.data.synthetic import write_corpus
-    from plastispoof.scoring import score_trials
     from plastispoof.data.protocols import read_dataset
+    from plastispoof.data.synthetic import write_corpus
     from plastispoof.runs import load_run_model, read_meta
+    from plastispoof.scoring import score_trials
     from plastispoof.training import train
 
     corpus = write_corpus(tmp_path / "corpus", profile="tiny", seed=1)

@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from tiny_run import write_tiny_corpus
 
 from plastispoof.analysis.nes2net import backend_macs, reproduce_nes2net
-from plastispoof.cost import count_flops
+from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
+from plastispoof.metrics import trials_eer
+from plastispoof.models.flops import count_flops
 from plastispoof.models.ssl import SSLFrontend
-from plastispoof.runs import load_run_model
-from tiny_run import write_tiny_corpus
+from plastispoof.runs import load_run_model, read_run_config
+from plastispoof.score_files import read_scores
 
 # 64-wide features: Nes2Net's 8 groups of 8 channels, its inner scale 8
 TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
@@ -50,7 +55,15 @@ def test_every_back_end_reads_the_trained_encoders_weights_frozen(comparison):
         assert all(torch.equal(trained[k], v) for k, v in model.frontend.ssl.state_dict().items())
         assert meta["trainable_params"] == sum(p.numel() for p in model.backend.parameters())  # encoder frozen
         assert row["backend_params"] == meta["trainable_params"] < row["total_params"]
-        assert 0 <= row["eer"] <= 100 and row["epoch_s"] > 0
+        assert row["epoch_s"] > 0
+        # the row's EER is the mean of its runs' eval EERs, recomputed here from their score files
+        eers = []
+        for run in row["runs"]:
+            cfg = read_run_config(run)
+            scores = read_scores(Path(run) / "scores" / f"{cfg.data.dataset}-eval.txt")
+            trials = [t for t in read_dataset(cfg.data.dataset, cfg.data.root, "eval") if t.utt_id in scores]
+            eers.append(100 * trials_eer(trials, scores)[0])
+        assert len(trials) > 4 and row["eer"] == pytest.approx(np.mean(eers), abs=1e-9)
     assert any((out / "features").rglob("*.safetensors"))  # features encoded once, on disk
 
 
@@ -68,11 +81,15 @@ def test_the_macs_are_the_back_ends_own_on_4_s_of_features(comparison):
 def test_bad_inputs_are_one_line_errors(corpus, tmp_path):
     with pytest.raises(InputError, match="known: ssl-nes2net"):
         reproduce_nes2net(corpus, tmp_path, backends=["nope"])
-    with pytest.raises(InputError, match="holds no wav2vec2 encoder"):
-        from tiny_run import tiny_config
-        from plastispoof.training import train
+    from tiny_run import tiny_config
 
-        run = train(tiny_config(tmp_path / "runs", corpus))
+    from plastispoof.runs import with_encoder_folders
+    from plastispoof.training import train
+
+    run = train(tiny_config(tmp_path / "runs", corpus))
+    with pytest.raises(InputError, match="holds no wav2vec2 encoder"):  # a config naming a run without one
+        with_encoder_folders({"frontend": {"kind": "wav2vec2", "pretrained": str(run)}})
+    with pytest.raises(InputError, match="is a plastispoof run directory"):  # models read folders, not runs
         SSLFrontend(kind="wav2vec2", pretrained=str(run))
     result = subprocess.run([sys.executable, "-m", "plastispoof.cli", "reproduce", "nes2net", "--root", str(corpus),
                              "--seeds", "4x"], capture_output=True, text=True)

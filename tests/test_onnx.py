@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, write_tiny_corpus
 
-from plastispoof.calibration import calibrate
+from plastispoof.calibrate import calibrate
+from plastispoof.calibration import read_calibration
+from plastispoof.detectors import load_detector
 from plastispoof.errors import InputError
 from plastispoof.inference import Detector
 from plastispoof.onnx_export import export_onnx
 from plastispoof.onnx_runtime import OnnxDetector, read_export_metadata
 from plastispoof.training import train
-from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, write_tiny_corpus
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +57,8 @@ def test_export_scores_like_pytorch_with_card_and_calibration_beside_and_inside(
              subtype="FLOAT")
     sf.write(tmp_path / "short.wav", bonafide_like(rng, 2000), SAMPLE_RATE, subtype="FLOAT")
     reference = Detector.from_run(calibrated_run, device="cpu")
-    reference.use_calibration(calibrated_run / "calibration.json")
-    onnx = Detector.from_onnx(out)
+    reference.use_calibration(read_calibration(calibrated_run / "calibration.json"))
+    onnx = load_detector(onnx=out)
     assert isinstance(onnx, OnnxDetector) and onnx.calibration is not None
     paths = [tmp_path / "long.wav", tmp_path / "short.wav"]
     for mine, theirs in zip(onnx.iter_results(paths, segments=True, operating_point="bayes"),
@@ -119,8 +121,8 @@ def embedded_eval(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, args", [("resnet18", {}), ("grnn", {}), ("aasist", {}), ("wav2vec2-small", {})])
 def test_built_in_models_export_within_1e_4_on_the_embedded_eval_set(name, args, embedded_eval, tmp_path):
-    from plastispoof.models.base import build_model
     from plastispoof.models.aasist import OFFICIAL_MODELS
+    from plastispoof.models.base import build_model
 
     torch.manual_seed(0)
     model = build_model(name, **args).eval()
@@ -155,8 +157,14 @@ def test_quantized_export_is_marked_and_stays_close(calibrated_run, tmp_path):
     kept = {node.name: node.op_type for node in graph.node}
     assert fixed and all(kept.get(name) in ("MatMul", "Conv", "Gemm") for name in fixed)  # features stay float
     rng = np.random.default_rng(3)
-    waves = rng.standard_normal((4, metadata["num_samples"])).astype(np.float32) * 0.1
+    waves = np.stack([bonafide_like(rng, metadata["num_samples"]) if i % 2 else spoof_like(rng, metadata["num_samples"])
+                      for i in range(16)]).astype(np.float32)
     quantized = OnnxDetector.from_onnx(tmp_path / "q.onnx").score_batch(waves)
     with torch.no_grad():
         expected = Detector.from_run(calibrated_run, device="cpu").model.score(torch.from_numpy(waves)).numpy()
-    assert np.all(np.isfinite(quantized)) and np.max(np.abs(quantized - expected)) < 0.5
+    # int8 moves a typical score by a small part of the scores' own spread, none by more than the spread itself
+    # (this tiny model's few weights quantise coarsely: the largest move here is about 0.6 of it)
+    spread, moved = np.std(expected), np.abs(quantized - expected)
+    assert spread > 0 and np.all(np.isfinite(quantized))
+    assert np.median(moved) < 0.1 * spread and np.max(moved) < spread
+    assert np.corrcoef(quantized, expected)[0, 1] > 0.9

@@ -69,12 +69,13 @@ class HeadOnlyStrategy(Strategy):
 def test_a_new_method_needs_only_its_module_and_one_registry_line(tmp_path, monkeypatch):
     import sys
 
+    from tiny_run import tiny_config, write_tiny_corpus
+
     from plastispoof.capacity.base import build_strategy
     from plastispoof.errors import InputError
     from plastispoof.models.base import count_parameters
     from plastispoof.runs import load_run_model, read_meta
     from plastispoof.training import train
-    from tiny_run import tiny_config, write_tiny_corpus
 
     (tmp_path / "throwaway_method.py").write_text(THROWAWAY_METHOD)
     monkeypatch.syspath_prepend(str(tmp_path))

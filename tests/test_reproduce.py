@@ -44,15 +44,18 @@ def test_markdown_marks_not_applicable_cells():
 
 def _seed_run(seed: int, eer: float, params: int, trainable: int, backward_ms: float) -> dict:
     stage = {"name": "dropin", "params": params, "trainable_params": trainable, "backward_ms": backward_ms}
-    return {"report": {"eer": eer}, "meta": {"seed": seed, "transforms": [{"kind": "dropin", "sites": [[str(seed), 1]]}],
+    transforms = [{"kind": "dropin", "sites": [[str(seed), 1]]}]
+    return {"report": {"eer": eer}, "meta": {"seed": seed, "transforms": transforms,
                                              "stages": [stage]}}
 
 
 def test_sizes_are_averaged_over_seeds_whose_growth_sites_differ():
     # dropin on random sites: seed 1 grows a bigger layer than seed 2, so params and trainable params differ
     row = aggregate_rows("synthetic", "resnet18", "dropin-frozen",
-                         [_seed_run(1, 0.30, 14_000_000, 4_000_000, 30.0), _seed_run(2, 0.20, 12_000_000, 2_000_000, 10.0)])
-    assert row.eer == pytest.approx(25.0) and row.params_m == pytest.approx(13.0) and row.trainable_m == pytest.approx(3.0)
+                         [_seed_run(1, 0.30, 14_000_000, 4_000_000, 30.0),
+                          _seed_run(2, 0.20, 12_000_000, 2_000_000, 10.0)])
+    assert row.eer == pytest.approx(25.0) and row.params_m == pytest.approx(13.0)
+    assert row.trainable_m == pytest.approx(3.0)
     assert row.params_m_std == pytest.approx(2 ** 0.5) and row.backward_ms == pytest.approx(20.0)
     assert [run["seed"] for run in row.runs] == [1, 2] and row.runs[1]["transforms"][0]["sites"] == [["2", 1]]
     assert "13.00 ± 1.41" in format_markdown([row])
@@ -80,8 +83,8 @@ def test_table1_on_tiny_corpus(tmp_path, tiny_corpus):
         assert base["eer"] == pytest.approx(100 * report["eer"])
     assert "dropin-frozen" in markdown
     stamp = {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")}
-    table1("synthetic", tiny_corpus, models=["resnet18", "grnn"], strategies=["baseline", "dropin-frozen", "plasticity"],
-           seeds=[42], out=out, recipe_path=recipe_path)
+    table1("synthetic", tiny_corpus, models=["resnet18", "grnn"],
+           strategies=["baseline", "dropin-frozen", "plasticity"], seeds=[42], out=out, recipe_path=recipe_path)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.safetensors")} == stamp  # finished runs skipped
     with pytest.raises(InputError, match=r"train\.epochs: 1 -> 2"):  # a finished run of another recipe
         table1("synthetic", tiny_corpus, models=["resnet18"], strategies=["baseline"], seeds=[42], out=out,
@@ -113,8 +116,8 @@ def test_layer_ablation_and_gradcam_on_tiny_corpus(tmp_path, tiny_corpus):
 def test_gradcam_maps_are_normalised_per_stage():
     import torch
 
-    from plastispoof.models.base import build_model
     from plastispoof.analysis.gradcam import gradcam_maps
+    from plastispoof.models.base import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet18", width=4)

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_run import tiny_config, without_timing
 from torch import nn
 
 from plastispoof import runs
 from plastispoof.errors import InputError
 from plastispoof.runs import flatten_state, load_run_model, read_jsonl, unflatten_state
 from plastispoof.training import train
-from tiny_run import tiny_config, without_timing
+
 
 def two_stage_config(out, corpus, name):
     # Shuffled batches, dropout, a transform between stages: every piece of state a resume must restore.

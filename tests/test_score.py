@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config
 
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
-from plastispoof.scoring import score_trials
 from plastispoof.inference import Detector
 from plastispoof.results import ScoreResult, format_results
+from plastispoof.scoring import score_trials
 from plastispoof.training import train
-from tiny_run import SAMPLE_RATE, bonafide_like, grnn_config, spoof_like, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,8 @@ def test_cli_score_in_bfloat16_and_its_bad_input(tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     torch.save(build_model("aasist-l").state_dict(), tmp_path / "aasist-l.pth")
     sf.write(tmp_path / "clip.wav", bonafide_like(np.random.default_rng(6), 20000), SAMPLE_RATE)
-    expected = Detector.from_weights("aasist-l", tmp_path / "aasist-l.pth", device="cpu").score_file(tmp_path / "clip.wav")
+    reference = Detector.from_weights("aasist-l", tmp_path / "aasist-l.pth", device="cpu")
+    expected = reference.score_file(tmp_path / "clip.wav")
 
     def cli(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["plastispoof", "score", str(tmp_path / "clip.wav"), *args])
@@ -186,6 +187,45 @@ def test_cli_score_in_bfloat16_and_its_bad_input(tmp_path, monkeypatch, capsys):
     assert code == 0 and "computed in bfloat16" in out.splitlines()[0]  # the table says so in its header
     assert "no bfloat16 kernels for this CPU" in err and err.count("\n") == 1
     for args, message in [((*weights, "--precision", "half"), "unknown precision 'half'; known: float32, bfloat16"),
-                          (("--onnx", str(tmp_path / "x.onnx"), "--precision", "bfloat16"), "--precision is for PyTorch")]:
+                          (("--onnx", str(tmp_path / "x.onnx"), "--precision", "bfloat16"),
+                           "--precision is for PyTorch")]:
         code, out, err = cli(*args)
         assert code == 2 and out == "" and err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_a_long_file_is_read_block_by_block_and_scores_as_the_whole_file(detector, tmp_path, monkeypatch):
+    import plastispoof.audio as audio
+    import plastispoof.results as results
+
+    rng = np.random.default_rng(11)
+    # 24 kHz stereo, 7.3 s: resampled, down-mixed and cut into windows across several blocks
+    stereo = np.stack([bonafide_like(rng, 175_200), spoof_like(rng, 175_200)], axis=1)
+    sf.write(tmp_path / "long.wav", stereo, 24000, subtype="FLOAT")
+    whole = next(detector.iter_results([tmp_path / "long.wav"], segments=True))
+    monkeypatch.setattr(results, "STREAM_SECONDS", 1.0)  # anything over 1 s is streamed ...
+    monkeypatch.setattr(audio, "_STREAM_BLOCK_SECONDS", 0.7)  # ... in blocks shorter than a second
+    read = []
+    monkeypatch.setattr(audio.StreamedAudio, "blocks", lambda self, inner=audio.StreamedAudio.blocks: (
+        read.append(block.size) or block for block in inner(self)))
+    streamed = next(detector.iter_results([tmp_path / "long.wav"], segments=True))
+    assert len(read) > 10 and max(read) < 0.8 * SAMPLE_RATE  # never the whole file at once
+    assert streamed.error is None and streamed.duration_s == whole.duration_s
+    assert [s["start_s"] for s in streamed.segments] == [s["start_s"] for s in whole.segments]
+    np.testing.assert_allclose([s["score"] for s in streamed.segments], [s["score"] for s in whole.segments],
+                               atol=1e-6)
+    assert streamed.score == pytest.approx(whole.score, abs=1e-6)
+
+
+def test_a_long_file_that_turns_out_bad_fails_alone(detector, tmp_path, monkeypatch):
+    import plastispoof.results as results
+
+    rng = np.random.default_rng(12)
+    bad = bonafide_like(rng, 3 * SAMPLE_RATE)
+    bad[2 * SAMPLE_RATE] = np.nan  # discovered only once the third second is read
+    sf.write(tmp_path / "a_bad.wav", bad, SAMPLE_RATE, subtype="FLOAT")
+    sf.write(tmp_path / "b_good.wav", bonafide_like(rng, 3 * SAMPLE_RATE), SAMPLE_RATE, subtype="FLOAT")
+    monkeypatch.setattr(results, "STREAM_SECONDS", 1.0)
+    first, second = detector.iter_results([tmp_path / "a_bad.wav", tmp_path / "b_good.wav"])
+    assert "NaN or infinite" in first.error and first.score is None
+    assert second.error is None and second.score == pytest.approx(detector.score_file(tmp_path / "b_good.wav"),
+                                                                   abs=1e-6)

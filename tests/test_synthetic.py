@@ -12,8 +12,17 @@ import pytest
 import soundfile as sf
 
 from plastispoof.data import synthetic
-from plastispoof.data.synthetic import (ATTACKS, PROFILES, SAMPLE_RATE, STAMP_NAME, SUBSETS, Profile, audio_dir,
-                                        protocol_path, write_corpus)
+from plastispoof.data.synthetic import (
+    ATTACKS,
+    PROFILES,
+    SAMPLE_RATE,
+    STAMP_NAME,
+    SUBSETS,
+    Profile,
+    audio_dir,
+    protocol_path,
+    write_corpus,
+)
 from plastispoof.errors import InputError
 
 LINE = re.compile(r"^(LA_\d{4}) (LA_([TDE])_\d{7}) - (-|A\d\d) (bonafide|spoof)$")
@@ -141,9 +150,12 @@ def test_a_corpus_without_stamp_is_rebuilt(tmp_path: Path, micro: str) -> None:
     assert (root / STAMP_NAME).exists()
 
 
-def test_another_seed_in_the_same_folder_replaces_the_corpus(tmp_path: Path, micro: str) -> None:
+def test_another_seed_in_the_same_folder_replaces_the_corpus_only_when_forced(tmp_path: Path, micro: str) -> None:
     before = digest(write_corpus(tmp_path, profile=micro, seed=5))
-    after = digest(write_corpus(tmp_path, profile=micro, seed=6))
+    with pytest.raises(InputError, match=f"holds the {micro} corpus of seed 5; .* choose another --out, or --force"):
+        write_corpus(tmp_path, profile=micro, seed=6)
+    assert digest(tmp_path) == before  # refused before anything was touched
+    after = digest(write_corpus(tmp_path, profile=micro, seed=6, force=True))
     assert before.keys() == after.keys() and before != after
     assert json.loads((tmp_path / STAMP_NAME).read_text())["seed"] == 6
 

@@ -7,14 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from tiny_run import tiny_config, write_tiny_corpus
 
 from plastispoof.data.protocols import read_dataset
-from plastispoof.scoring import score_trials
 from plastispoof.inference import Detector
-from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN, run_threshold
 from plastispoof.metrics import compute_eer
+from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN, run_threshold, score_trials
 from plastispoof.training import train
-from tiny_run import tiny_config, write_tiny_corpus
 
 
 @pytest.fixture(scope="module")

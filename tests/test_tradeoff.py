@@ -6,12 +6,18 @@ import json
 import random
 
 import pytest
-
-from plastispoof.analysis.tradeoff import (CONTROL, TradeoffRow, aggregate, equal_flops_width, pareto_front,
-                                           reproduce_tradeoff, write_tradeoff)
-from plastispoof.errors import InputError
-
 from tiny_run import write_tiny_corpus
+
+from plastispoof.analysis.tradeoff import (
+    CONTROL,
+    TradeoffRow,
+    aggregate,
+    equal_flops_width,
+    pareto_front,
+    reproduce_tradeoff,
+    write_tradeoff,
+)
+from plastispoof.errors import InputError
 
 
 def _dominated(point, other) -> bool:
@@ -114,8 +120,8 @@ def test_per_stack_widths_are_grouped_by_stack_with_the_baselines_widths_as_full
 
 def test_the_control_width_is_the_uniform_width_with_the_nearest_flops():
     from plastispoof.analysis.tradeoff import _flops_example
-    from plastispoof.cost import count_flops
     from plastispoof.models.base import build_model
+    from plastispoof.models.flops import count_flops
 
     example = _flops_example(16000)
     flops = {width: float(count_flops(build_model("resnet34", width=width), example)) for width in range(1, 9)}
@@ -137,8 +143,8 @@ def test_kappas_must_be_fractions(tmp_path):
 @pytest.mark.slow
 def test_reproduce_tradeoff_on_the_tiny_corpus(tmp_path):
     from plastispoof.analysis.tradeoff import _flops_example
-    from plastispoof.cost import count_flops
     from plastispoof.models.base import build_model
+    from plastispoof.models.flops import count_flops
 
     corpus = write_tiny_corpus(tmp_path / "corpus", seconds=0.3)
     overrides = ["model.args.width=2", "data.num_samples=4800", "data.batch_size=8", "data.eval_batch_size=16"]
@@ -171,7 +177,8 @@ def test_reproduce_tradeoff_on_the_tiny_corpus(tmp_path):
     assert "| control (κ=0.95), width " in markdown and "| dynamic-width (κ=0.95) | 43 |" in markdown
     assert (out / "tradeoff.png").stat().st_size > 0 and markdown in (out / "tradeoff.md").read_text()
     # Finished runs are reused, not trained again.
-    weights = [out / name / "model.safetensors" for name in ("resnet34-baseline-s42", "resnet34-dynamic-width-k0.95-s43")]
+    names = ("resnet34-baseline-s42", "resnet34-dynamic-width-k0.95-s43")
+    weights = [out / name / "model.safetensors" for name in names]
     stamps = [path.stat().st_mtime_ns for path in weights]
     assert reproduce_tradeoff("synthetic", corpus, model="resnet34", kappas=[kappa], out=tmp_path / "runs",
                               epochs=1, overrides=overrides, seeds=[42, 43]) == markdown

@@ -11,15 +11,15 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny_run import TinySpectrumModel, tiny_config, without_timing, write_tiny_corpus
 
 from plastispoof.config import load_config
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
-from plastispoof.scoring import score_trials
 from plastispoof.metrics import compute_eer
 from plastispoof.runs import load_run_model, read_jsonl
+from plastispoof.scoring import score_trials
 from plastispoof.training import train
-from tiny_run import TinySpectrumModel, tiny_config, without_timing, write_tiny_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
@@ -214,3 +214,11 @@ def test_cli_train_end_to_end(tmp_path, corpus):
     assert f"run directory: {run_dir}" in done.stdout
     assert json.loads((run_dir / "meta.json").read_text())["finished"]
     assert len(read_jsonl(run_dir / "metrics.jsonl")) == 1
+
+
+def test_a_data_rate_the_model_was_not_built_for_is_refused_before_training(tmp_path, corpus):
+    cfg = tiny_config(tmp_path, corpus, model={"name": "grnn", "args": {"hidden_sizes": [4]}},
+                      data={"sample_rate": 8000})
+    with pytest.raises(InputError, match=r"model grnn works on 16000 Hz audio but data.sample_rate is 8000"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from needs import unless
+from tiny_run import write_tiny_corpus
 
 from plastispoof.analysis.unseen import read_families, reproduce_unseen, split_eers
 from plastispoof.data.protocols import read_dataset
 from plastispoof.errors import InputError
 from plastispoof.score_files import read_scores
-from tiny_run import write_tiny_corpus
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared/data/aasist/AASIST-L.pth"
 FAMILIES = {"pair": ["A01", "A02"], "third": ["A03"]}
@@ -98,7 +99,7 @@ def test_table_has_seen_and_held_out_eers_per_family_and_seed_and_reruns_skip(co
     assert [w.stat().st_mtime_ns for w in weights] == stamps  # finished runs are not trained again
 
 
-@pytest.mark.skipif(not OFFICIAL.is_file(), reason=f"official checkpoint not at {OFFICIAL}")
+@unless(OFFICIAL.is_file(), f"official checkpoint not at {OFFICIAL}")
 def test_pretrained_systems_start_from_the_imported_checkpoint_and_get_a_verdict(corpus, tmp_path):
     from plastispoof import runs
     from plastispoof.inference import Detector
@@ -144,8 +145,8 @@ def test_bad_requests_are_one_line_input_errors(corpus, tmp_path):
 
 
 def test_the_shipped_recipe_builds_a_valid_config_for_every_system(corpus, tmp_path):
-    from plastispoof.capacity.base import build_strategy
     from plastispoof.analysis.unseen import RECIPE, load_recipe, system_config
+    from plastispoof.capacity.base import build_strategy
 
     recipe = load_recipe(RECIPE)
     assert set(recipe["default_systems"]) <= set(recipe["systems"])

@@ -23,67 +23,28 @@ Operating points (:func:`decision_threshold`):
 
 from __future__ import annotations
 
-import hashlib
+import json
 import math
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from plastispoof.errors import InputError
-from plastispoof.fileio import atomic_write_json
+from plastispoof.metrics import cllr, compute_eer, logit, min_cllr, sigmoid
 from plastispoof.scoring import CONVENTION_TEXT, WINDOW_MEAN
-
-if TYPE_CHECKING:  # PyTorch only for hashing weights: scoring an ONNX export imports this module without it
-    import torch
-    from torch import nn
 
 CALIBRATION = "calibration.json"
 KIND = "plastispoof-calibration"
 OPERATING_POINTS = ("eer", "fpr=<X>", "bayes")
 
 
-# ------------------------------------------------------------------------------------------------- hashing
-
-
-def model_hash(model: nn.Module) -> str:
-    """SHA-256 of a model's weights: every state_dict tensor (name, dtype, shape, bytes) in name order.
-
-    Equal weights give equal hashes whatever device or process they live in; a calibration stores it.
-
-    >>> from torch import nn
-    >>> a = nn.Linear(2, 2); b = nn.Linear(2, 2); _ = b.load_state_dict(a.state_dict())
-    >>> model_hash(a) == model_hash(b), model_hash(a) == model_hash(nn.Linear(2, 2))
-    (True, False)
-    """
-    return state_hash(model.state_dict())
-
-
-def state_hash(state: dict[str, torch.Tensor]) -> str:
-    """:func:`model_hash` of a state_dict (e.g. the tensors of a run's ``model.safetensors``)."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------- logistic fitting
 
 
-def logit(p: float) -> float:
-    if not 0.0 < p < 1.0:
-        raise InputError(f"a prior must lie strictly between 0 and 1, got {p}")
-    return math.log(p / (1.0 - p))
-
-
-def _checked(values: Iterable[float], what: str, names: Sequence[str] | None = None) -> np.ndarray:
+def finite_scores(values: Iterable[float], what: str, names: Sequence[str] | None = None) -> np.ndarray:
     scores = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
@@ -123,7 +84,7 @@ def fit_logistic(features: np.ndarray, is_bonafide: np.ndarray, prior: float = 0
         margin = sign * (design @ params + prior_log_odds)
         loss = float(np.sum(weight * np.logaddexp(0.0, -margin)))
         # d/dm log(1 + e^-m) = -sigmoid(-m)
-        gradient = design.T @ (weight * sign * -_sigmoid(-margin))
+        gradient = design.T @ (weight * sign * -sigmoid(-margin))
         return loss, gradient
 
     start = np.zeros(design.shape[1])
@@ -134,48 +95,6 @@ def fit_logistic(features: np.ndarray, is_bonafide: np.ndarray, prior: float = 0
     return result.x[:-1], float(result.x[-1])
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0.0, -x))
-
-
-def sigmoid(x: float) -> float:
-    return float(_sigmoid(np.asarray(x, dtype=float)))
-
-
-def cllr(bonafide_llr: np.ndarray, spoof_llr: np.ndarray) -> float:
-    from plastispoof.metrics import cllr as metrics_cllr
-
-    return metrics_cllr(bonafide_llr, spoof_llr)
-
-
-def pav_llrs(bonafide_scores: Iterable[float], spoof_scores: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
-    """The best monotone LLRs of these scores (pool-adjacent-violators, ``sklearn.isotonic``), as BOSARIS's
-    "optimal calibration": the posterior fitted by isotonic regression, the empirical prior's log-odds taken out.
-    Equal scores get the same value (sklearn pools ties)."""
-    from sklearn.isotonic import IsotonicRegression
-
-    bonafide = np.asarray(list(bonafide_scores), dtype=float)
-    spoof = np.asarray(list(spoof_scores), dtype=float)
-    scores = np.concatenate([bonafide, spoof])
-    labels = np.concatenate([np.ones(bonafide.size), np.zeros(spoof.size)])
-    posterior = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True).fit_transform(scores, labels)
-    with np.errstate(divide="ignore"):
-        llr = np.log(posterior) - np.log1p(-posterior) - math.log(bonafide.size / spoof.size)
-    return llr[: bonafide.size], llr[bonafide.size:]
-
-
-def min_cllr(bonafide_scores: Iterable[float], spoof_scores: Iterable[float]) -> float:
-    """Cllr after the best monotone calibration (:func:`pav_llrs`): the discrimination part of Cllr, in bits.
-
-    >>> min_cllr([1.0, 2.0], [-1.0, 0.0])       # perfectly separated
-    0.0
-    >>> round(min_cllr([0.0, 0.0], [0.0, 0.0]), 4)  # no information
-    1.0
-    """
-    bonafide_llr, spoof_llr = pav_llrs(bonafide_scores, spoof_scores)
-    # An infinite LLR on the right side costs nothing; log(1 + e^-inf) = 0 exactly.
-    nats = np.mean(np.logaddexp(0.0, -bonafide_llr)) + np.mean(np.logaddexp(0.0, spoof_llr))
-    return float(nats / (2 * math.log(2)))
 
 
 # --------------------------------------------------------------------------------------------- calibration
@@ -208,8 +127,6 @@ class Calibration:
         return len(self.spoof_scores)
 
     def as_dict(self) -> dict[str, Any]:
-        from plastispoof.metrics import compute_eer
-
         bonafide, spoof = np.asarray(self.bonafide_scores), np.asarray(self.spoof_scores)
         eer, threshold = compute_eer(bonafide, spoof)
         return {
@@ -233,8 +150,8 @@ def fit_calibration(bonafide_scores: Iterable[float], spoof_scores: Iterable[flo
                     model_hash: str | None = None, model: str | None = None, convention: str = WINDOW_MEAN,
                     extra: dict[str, Any] | None = None) -> Calibration:
     """Fit ``llr = slope * score + offset`` on dev scores (:func:`fit_logistic`)."""
-    bonafide = _checked(bonafide_scores, "bona fide")
-    spoof = _checked(spoof_scores, "spoof")
+    bonafide = finite_scores(bonafide_scores, "bona fide")
+    spoof = finite_scores(spoof_scores, "spoof")
     labels = np.r_[np.ones(bonafide.size, bool), np.zeros(spoof.size, bool)]
     weights, offset = fit_logistic(np.concatenate([bonafide, spoof])[:, None], labels, prior)
     return Calibration(float(weights[0]), offset, prior, model_hash, bonafide.tolist(), spoof.tolist(),
@@ -243,8 +160,6 @@ def fit_calibration(bonafide_scores: Iterable[float], spoof_scores: Iterable[flo
 
 def read_calibration(path: str | Path) -> Calibration:
     """A ``calibration.json`` written by :func:`calibrate` (or an export); anything else is an InputError."""
-    import json
-
     path = Path(path)
     if path.is_dir():
         path = path / CALIBRATION
@@ -256,6 +171,11 @@ def read_calibration(path: str | Path) -> Calibration:
         raise InputError(f"{path} is not a calibration file (not JSON)") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise InputError(f"{path} is not a plastispoof calibration (no \"kind\": \"{KIND}\")")
+    return calibration_from_dict(data, str(path))
+
+
+def calibration_from_dict(data: dict[str, Any], source: str = "the calibration") -> Calibration:
+    """The :class:`Calibration` of a ``calibration.json`` object (also stored in ONNX exports' metadata)."""
     try:
         scores = data["dev_scores"]
         known = {"kind", "version", "model", "model_hash", "slope", "offset", "prior", "convention", "dev_scores"}
@@ -264,7 +184,7 @@ def read_calibration(path: str | Path) -> Calibration:
                            data.get("convention", WINDOW_MEAN), data.get("model"),
                            {k: v for k, v in data.items() if k not in known})
     except (KeyError, TypeError, ValueError) as err:
-        raise InputError(f"{path}: calibration field missing or malformed ({err})") from None
+        raise InputError(f"{source}: calibration field missing or malformed ({err})") from None
 
 
 # ------------------------------------------------------------------------------------------ operating points
@@ -313,8 +233,6 @@ def decision_threshold(operating_point: str, calibration: Calibration | None, ru
     and falls back to the run's own threshold (``run_threshold``: None when the run has none of this
     convention); ``fpr=X`` and ``bayes`` need a calibration. No way to decide: InputError.
     """
-    from plastispoof.metrics import compute_eer
-
     kind, value = parse_operating_point(operating_point)
     if kind == "bayes":
         if calibration is None:
@@ -330,66 +248,3 @@ def decision_threshold(operating_point: str, calibration: Calibration | None, ru
         raise InputError("operating point eer cannot be reached: this model has no dev EER threshold for scores "
                          "pooled over whole files; pass --calibration FILE (plastispoof calibrate)")
     return "score", run_threshold
-
-
-# ------------------------------------------------------------------------------------------- the verb
-
-
-def calibrate(run: str | Path | None, dataset: str, root: str | Path, subset: str = "dev", *,
-              model: str | None = None, weights: str | Path | None = None, out: str | Path | None = None,
-              prior: float = 0.5, device: str | None = None) -> tuple[Path, dict[str, Any]]:
-    """Fit the calibration of a run (or of foreign ``model`` + ``weights``) on ``subset`` of ``dataset``.
-
-    Writes ``out`` (default ``RUN/calibration.json``; required for foreign weights) only once everything has
-    succeeded, and, for a run, refreshes its ``card.json``. Returns ``(path, calibration JSON)``.
-    """
-    from plastispoof.data.protocols import read_dataset
-    from plastispoof.data.trials import BONAFIDE
-    from plastispoof.inference import Detector
-    from plastispoof.scoring import window_mean_scores
-
-    logit(prior)
-    if run is not None:
-        detector = Detector.from_run(run, device=device)
-        out = Path(out) if out is not None else Path(run) / CALIBRATION
-    else:
-        if out is None:
-            raise InputError("foreign weights have no run directory: say where the calibration goes with --out FILE")
-        detector = Detector.from_weights(model, weights, device=device)
-        out = Path(out)
-    trials = read_dataset(dataset, str(root), subset)
-    labels = {t.label for t in trials}
-    if len(labels) < 2:
-        raise InputError(f"{dataset} subset {subset!r} has only {next(iter(labels), 'no')} trials "
-                         f"({len(trials)}); calibration needs bona fide and spoof trials")
-    started = time.perf_counter()
-    scores = window_mean_scores(detector, trials)
-    bonafide_ids = [t.utt_id for t in trials if t.label == BONAFIDE]
-    spoof_ids = [t.utt_id for t in trials if t.label != BONAFIDE]
-    bonafide = _checked([scores[u] for u in bonafide_ids], "bona fide", bonafide_ids)
-    spoof = _checked([scores[u] for u in spoof_ids], "spoof", spoof_ids)
-    calibration = fit_calibration(
-        bonafide, spoof, prior, model_hash=detector.model_hash, model=detector.name,
-        extra={"dev": {"dataset": dataset, "subset": subset, "root": str(root)},
-               "input": {"num_samples": detector.num_samples, "sample_rate": detector.sample_rate},
-               "seconds": round(time.perf_counter() - started, 3),
-               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    data = calibration.as_dict()
-    atomic_write_json(out, data)
-    if run is not None and Path(out).resolve() == (Path(run) / CALIBRATION).resolve():
-        from plastispoof.card import write_run_card
-
-        write_run_card(run)
-    return Path(out), data
-
-
-def format_calibration(path: Path, data: dict[str, Any]) -> str:
-    return "\n".join([
-        f"calibration of {data.get('model')} written to {path}",
-        f"  llr = {data['slope']:.6g} * score + {data['offset']:.6g}   (prior {data['prior']:g}; "
-        f"{data['n_bonafide']} bona fide, {data['n_spoof']} spoof dev trials; {data['convention']})",
-        f"  Cllr      {data['cllr_before']:.4f} -> {data['cllr_after']:.4f} bits",
-        f"  min Cllr  {data['min_cllr_before']:.4f} -> {data['min_cllr_after']:.4f} bits",
-        f"  dev EER   {100 * data['dev_eer']:.2f} % at score {data['eer_threshold']:.6g}",
-        f"  weights   sha256 {str(data.get('model_hash'))[:16]}...",
-    ])

@@ -8,7 +8,7 @@ sizes' caps, seed; None for imported weights, which have ``source`` instead); ``
 (name, epochs, parameters, dev EER); ``dev_eer`` and ``dev_thresholds`` (each named by its scoring convention);
 ``calibration`` (a summary of ``calibration.json``, or None); ``input`` (sample rate, samples, seconds);
 ``score_direction``; ``toolkit`` version and ``git_commit``; ``weights_sha256`` (the weights' hash of
-:func:`plastispoof.calibration.model_hash`, which a calibration must match).
+:func:`plastispoof.weights_hash.model_hash`, which a calibration must match).
 Fields written by the importer (``source``, ``imported``, ``trained_here``) are kept.
 """
 
@@ -18,12 +18,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+from plastispoof.calibration import CALIBRATION
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json
+from plastispoof.models.base import model_class
+from plastispoof.onnx_runtime import read_export_metadata
+from plastispoof.scoring import run_threshold
+from plastispoof.weights_hash import state_hash
 
 CARD = "card.json"
-SCORE_DIRECTION = ("higher = more bona fide: score = bona fide logit - spoof logit (logit index 1 = bona fide, "
-                   "0 = spoof); llr = natural-log likelihood ratio bona fide vs spoof after calibration")
+def score_direction(model_name: str) -> str:
+    """What a model's score means, for its card: the direction, the model's own convention, what llr means.
+
+    >>> score_direction("aasist").split("; ")[0]
+    'higher = more bona fide: score = the bona fide logit alone (index 1), as the published AASIST code scores'
+    >>> score_direction("grnn").split("; ")[0]
+    'higher = more bona fide: score = bona fide logit - spoof logit (logit index 1 = bona fide, 0 = spoof)'
+    """
+    convention = model_class(model_name).score_convention
+    return (f"higher = more bona fide: score = {convention}; llr = natural-log likelihood ratio bona fide vs spoof "
+            "after calibration")
 CARD_METADATA_KEY = "plastispoof_card"
 
 
@@ -39,9 +53,7 @@ def calibration_summary(calibration: dict[str, Any] | None) -> dict[str, Any] | 
 def run_card(run_dir: str | Path, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """The card of a run directory, from its meta.json, config.yaml and calibration.json; ``base`` (default:
     the card already there) supplies fields the run files do not hold (e.g. an import's ``source``)."""
-    from plastispoof import runs
-    from plastispoof.calibration import CALIBRATION, state_hash
-    from plastispoof.scoring import run_threshold
+    from plastispoof import runs  # PyTorch (safetensors.torch): only a run's card needs it, not an export's
 
     run_dir = Path(run_dir)
     meta = runs.read_meta(run_dir)
@@ -81,10 +93,10 @@ def run_card(run_dir: str | Path, base: dict[str, Any] | None = None) -> dict[st
         "input": {"sample_rate": inputs.get("sample_rate"), "num_samples": inputs.get("num_samples"),
                   "seconds": (inputs["num_samples"] / inputs["sample_rate"]) if inputs.get("sample_rate") else None,
                   "channels": 1, "pooling": "whole file: mean score over half-overlapping windows of num_samples"},
-        "score_direction": SCORE_DIRECTION,
+        "score_direction": score_direction(meta["model"]["name"]),
         "toolkit": (meta.get("versions") or {}).get("plastispoof"),
         "git_commit": meta.get("git_commit"),
-        "weights_sha256": weights_hash,  # plastispoof.calibration.model_hash of the weights
+        "weights_sha256": weights_hash,  # plastispoof.weights_hash.model_hash of the weights
     }
     return card
 
@@ -106,8 +118,6 @@ def read_card(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"no run directory, card.json or ONNX file at {path}")
     if path.suffix == ".onnx":
-        from plastispoof.onnx_runtime import read_export_metadata
-
         return read_export_metadata(path)["card"]
     try:
         card = json.loads(path.read_text())
@@ -136,15 +146,18 @@ def format_card(card: dict[str, Any]) -> str:
     strategy = card.get("strategy") or {}
     lines.append(f"strategy     {strategy.get('name')}: " + ", ".join(
         f"{s['name']} ({s['epochs']} epochs, dev EER {pct(s.get('dev_eer'))})" for s in strategy.get("stages", [])))
-    lines.append(f"dev EER      {pct(card.get('dev_eer'))}; thresholds " + (", ".join(
+    lines.append(f"dev EER      {pct(card.get('dev_eer'))} (first crop of each dev file, as training selects; "
+                 f"the calibration's is over whole files, as score computes); thresholds " + (", ".join(
         f"{k} {v:.4g}" for k, v in (card.get("dev_thresholds") or {}).items()) or "-"))
     calibration = card.get("calibration")
     if calibration and calibration.get("stale"):
         lines.append(f"calibration  stale: {calibration['stale']}")
     elif calibration:
+        cllr_before = calibration.get("cllr_before", float("nan"))
+        cllr_after = calibration.get("cllr_after", float("nan"))
         lines.append(f"calibration  llr = {calibration['slope']:.4g} * score + {calibration['offset']:.4g} "
-                     f"(prior {calibration['prior']:g}, {calibration.get('convention')}; Cllr "
-                     f"{calibration.get('cllr_before', float('nan')):.3f} -> {calibration.get('cllr_after', float('nan')):.3f})")
+                     f"(prior {calibration['prior']:g}, {calibration.get('convention')}; Cllr {cllr_before:.3f} -> "
+                     f"{cllr_after:.3f}; dev EER {pct(calibration.get('dev_eer'))} over whole files)")
     else:
         lines.append("calibration  none (plastispoof calibrate)")
     inputs = card.get("input") or {}

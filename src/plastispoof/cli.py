@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -19,9 +20,46 @@ app.add_typer(reproduce_app, name="reproduce")
 _DEBUG = {"on": False}
 
 
+def _version(value: bool) -> None:
+    if value:
+        from plastispoof import __version__
+
+        typer.echo(f"plastispoof {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for bad input")) -> None:
-    _DEBUG["on"] = debug
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for bad input (anywhere on the line)"),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    _DEBUG["on"] = _DEBUG["on"] or debug
+
+
+# An override: a dotted key, "=", a value (``--set train.lr=1e-4``).
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def normalised_argv(argv: list[str]) -> list[str]:
+    """The command line as typer should see it: ``--debug`` taken out wherever it stands (it is the root's
+    option), and each ``key=value`` that follows a ``--set`` given its own ``--set`` (``--set a=1 b=2``).
+
+    >>> normalised_argv(["train", "c.yaml", "--set", "a=1", "b.c=2", "--debug", "--resume"])
+    ['--debug', 'train', 'c.yaml', '--set', 'a=1', '--set', 'b.c=2', '--resume']
+    """
+    debug = "--debug" in argv
+    out: list[str] = []
+    in_set = False
+    for arg in argv:
+        if arg == "--debug":
+            continue
+        if in_set and _OVERRIDE.match(arg) and out and out[-1] != "--set":
+            out.append("--set")
+        elif arg != "--set" and not _OVERRIDE.match(arg):
+            in_set = False
+        if arg == "--set":
+            in_set = True
+        out.append(arg)
+    return (["--debug"] if debug else []) + out
 
 
 def _csv(value: Optional[str]) -> Optional[list[str]]:
@@ -54,31 +92,44 @@ def synth(out: Path = typer.Option(..., help="output directory"),
           split: str = typer.Option("text", help="text | speaker"),
           adaptation: Optional[float] = typer.Option(None, help="embedded corpus: also write the continual-"
                                                      "adaptation split, this share of the eval speakers adapting "
-                                                     "to the unseen attacks, the rest held out (e.g. 0.25)")) -> None:
+                                                     "to the unseen attacks, the rest held out (e.g. 0.25)"),
+          force: bool = typer.Option(False, "--force", help="replace a corpus of another profile or seed in --out")
+          ) -> None:
     """Write the embedded corpus, or with --bonafide / --recipe a spoof corpus built from real recordings
     (FLAC + ASVspoof-2019-LA-style protocols + leave-one-family-out protocols + corpus.json)."""
-    if bonafide is not None or recipe is not None:
-        if adaptation is not None:
-            raise InputError("--adaptation splits the embedded corpus; a copy-synthesis corpus has its "
-                             "leave-one-family-out roots instead (lofo/ in corpus.json)")
-        from plastispoof.data.copysynth import build_copysynth_corpus
+    from plastispoof.data.synth import synth as write_any_corpus
 
-        root = build_copysynth_corpus(out, bonafide=bonafide, recipe=recipe, attacks=_csv(attacks), tts=_csv(tts),
-                                      transcripts=transcripts, language=language, max_utterances=max_utterances,
-                                      seed=seed, split=split)
-        typer.echo(f"wrote copy-synthesis corpus to {root} (manifest: {root / 'corpus.json'})")
-        return
-    from plastispoof.data.synthetic import write_corpus
+    typer.echo(write_any_corpus(out, profile=profile, seed=seed, bonafide=bonafide, recipe=recipe,
+                                attacks=_csv(attacks), tts=_csv(tts), transcripts=transcripts, language=language,
+                                max_utterances=max_utterances, split=split, adaptation=adaptation, force=force,
+                                note=lambda text: typer.echo(text, err=True)))
 
-    if adaptation is not None and not 0 < adaptation < 1:  # before minutes of writing audio
-        raise InputError(f"--adaptation must be between 0 and 1, got {adaptation}")
-    root = write_corpus(out, profile=profile, seed=seed)
-    typer.echo(f"wrote {profile} corpus to {root}")
-    if adaptation is not None:
-        from plastispoof.data.adaptation import write_adaptation_split
 
-        split = write_adaptation_split(root, adaptation, seed)
-        typer.echo(f"wrote the adaptation split to {split} (split.json; forgetting: {split / 'old-attacks'})")
+@app.command()
+def prepare(dataset: str = typer.Argument(..., help="corpus reader: asv19-la, asv19-pa, asv21-la, asv21-df, asv5, "
+                                                      "in-the-wild, for-*, csv, synthetic"),
+            root: Path = typer.Option(..., help="corpus root"),
+            check_audio: bool = typer.Option(False, "--check-audio", help="decode every file: rates, durations, "
+                                                                          "silent and corrupt files"),
+            jobs: Optional[int] = typer.Option(None, help="decoding processes (default: every core)"),
+            out: Optional[Path] = typer.Option(None, help="the Parquet manifest to write"),
+            subsets: Optional[str] = typer.Option(None, help="comma list (default: the corpus' every subset)"),
+            expect: Optional[str] = typer.Option(None, help="rows per subset instead of the published counts, "
+                                                            "e.g. train=100,dev=50"),
+            drop_unusable: bool = typer.Option(False, "--drop-unusable", help="leave corrupt and silent files "
+                                                                              "out of the manifest"),
+            shards: Optional[Path] = typer.Option(None, help="also write WebDataset tar shards here (data.shards)"),
+            shard_size: int = typer.Option(1000, help="utterances per shard")) -> None:
+    """Check a corpus against its published counts (missing, extra, unreadable files; label x attack table) and
+    write a Parquet manifest that train, evaluate, calibrate and score read (--dataset manifest --root FILE)."""
+    from plastispoof.data.prepare import format_check, parse_expected, prepare_corpus, unusable_line
+
+    check = prepare_corpus(dataset, root, subsets=_csv(subsets), expected=parse_expected(expect),
+                           check_audio=check_audio, jobs=jobs, out=out, drop_unusable=drop_unusable,
+                           shards=shards, shard_size=shard_size)
+    typer.echo(format_check(check))
+    if check.unusable and not drop_unusable and (out is not None or shards is not None):
+        raise InputError(unusable_line(check))
 
 
 @app.command()
@@ -99,7 +150,7 @@ def import_weights(model: str = typer.Argument(..., help="aasist | aasist-l (off
                    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<model>-imported)"),
                    num_samples: Optional[int] = typer.Option(None, help="input length stored in the run"),
                    set_: List[str] = typer.Option([], "--set", help="model arguments, e.g. "
-                                                                     "model.args.frontend.aggregation=weighted")) -> None:
+                                                  "model.args.frontend.aggregation=weighted")) -> None:
     """Turn published weights into a run directory that every strategy can start from (baseline_run)."""
     from plastispoof.pretrained import describe_import, import_checkpoint
 
@@ -114,8 +165,11 @@ def evaluate(run: Path, dataset: str = typer.Option(..., help="protocol reader n
              ) -> None:
     """Score a dataset with a trained run: score file, metrics, DET curve and histograms."""
     from plastispoof.evaluate import evaluate_run, format_metrics
+    from plastispoof.scale.sharding import is_main_rank
 
-    typer.echo(format_metrics(evaluate_run(run, dataset=dataset, root=root, subset=subset, full=full)))
+    report = evaluate_run(run, dataset=dataset, root=root, subset=subset, full=full)
+    if is_main_rank():  # under torchrun every rank scores a shard; rank 0 reports
+        typer.echo(format_metrics(report))
 
 
 @app.command()
@@ -137,67 +191,84 @@ def score(paths: List[Path], run: Optional[Path] = typer.Option(None, help="run 
           as_json: bool = typer.Option(False, "--json", help="JSON Lines: one object per file, as each is done"),
           precision: str = typer.Option("float32", help="float32 | bfloat16: faster on CPUs with native bfloat16 "
                                                         "(AVX-512 BF16, AMX) and on GPUs; scores move by about "
-                                                        "0.01, at most 0.1 (docs/decisions.md)")
+                                                        "0.01, at most 0.1 (docs/decisions.md)"),
+          max_seconds: float = typer.Option(600.0, help="refuse files longer than this many seconds (0: no "
+                                                        "limit)"),
+          ray: Optional[str] = typer.Option(None, "--ray", help="score on Ray Data: local (start Ray here) | auto "
+                                            "(the cluster `ray start` made here) | HOST:PORT; needs --out"),
+          out: Optional[Path] = typer.Option(None, help="with --ray: the Parquet folder to write"),
+          actors: int = typer.Option(2, help="with --ray: scoring actors (one model each)"),
+          gpus_per_actor: float = typer.Option(0.0, help="with --ray: GPUs per actor (e.g. 1, or 0.5 to share)"),
+          batch_size: Optional[int] = typer.Option(None, help="with --ray: files per actor call (default 64)")
           ) -> None:
-    """Score audio files or folders (any length); exit 2 if any file failed.
+    """Score audio files or folders (any length: long files window by window); exit 2 if any file failed.
 
-    score: raw, higher = more bona fide (bona fide logit minus spoof logit; label index 1 = bona fide).
+    score: raw, higher = more bona fide (the model's convention: docs/decisions.md).
     llr: natural-log likelihood ratio bona fide vs spoof (needs a calibration); p_bonafide at --prior.
     """
-    from plastispoof.results import format_row, table_header
+    from plastispoof.detectors import start_scoring
+    from plastispoof.results import format_row
 
-    shipped_line = None
-    if run is None and model is None and weights is None and onnx is None:
-        from plastispoof.shipped import DEFAULT, load_shipped, model_line
+    if ray is not None or out is not None:
+        from plastispoof.scale.ray_scoring import DetectorSpec, format_ray_scoring, score_with_ray
 
-        detector = load_shipped(shipped or DEFAULT, precision=precision)
-        shipped_line = model_line(detector.shipped_name)
-    elif shipped is not None:
-        raise InputError("--shipped names a detector shipped in the package: drop --run, --model, --weights, --onnx")
-    elif onnx is not None:
-        from plastispoof.onnx_runtime import OnnxDetector
-
-        if precision != "float32":
-            raise InputError("--precision is for PyTorch models; an ONNX export runs in the precision it was "
-                             "exported in (plastispoof export --quantize for int8)")
-        detector = OnnxDetector.from_onnx(onnx, use_calibration=calibration is None)
-    else:
-        from plastispoof.inference import Detector, native_bfloat16
-
-        options = {"precision": precision}
-        detector = Detector.from_run(run, **options) if run else Detector.from_weights(model, weights, **options)
-        if precision == "bfloat16" and not native_bfloat16(detector.device):
-            typer.echo("note: oneDNN has no bfloat16 kernels for this CPU (they need AVX-512): --precision "
-                       "bfloat16 will be slower than float32 here", err=True)
-    if shipped_line is not None:  # which model answers, first (on stderr under --json, so stdout stays JSON Lines)
-        typer.echo(shipped_line, err=as_json)
-    if calibration is None and run is not None and (run / "calibration.json").is_file():
-        calibration = run / "calibration.json"
-    if calibration is not None:
-        detector.use_calibration(calibration)
-    calibrated = detector.calibration is not None
-    results = detector.iter_results(paths, operating_point=operating_point, prior=prior,
-                                    segments=segments or plot is not None)
-    total = failed = 0
+        if ray is None or out is None or segments or plot is not None or as_json:
+            raise InputError("Ray scoring takes --ray and --out together, without --segments, --plot or --json "
+                             "(its rows are the --json fields)")
+        spec = DetectorSpec(*(str(p) if p else None for p in (run, model, weights, onnx, calibration)),
+                            precision=precision, operating_point=operating_point, prior=prior)
+        result = score_with_ray(paths, out, spec, address=ray, actors=actors, gpus_per_actor=gpus_per_actor,
+                                batch_size=batch_size)
+        typer.echo(format_ray_scoring(result))
+        if result.failed:
+            raise typer.Exit(2)
+        return
+    job = start_scoring(paths, run=run, model=model, weights=weights, onnx=onnx, calibration=calibration, prior=prior,
+                        operating_point=operating_point, segments=segments, plot=plot, precision=precision,
+                        max_seconds=max_seconds, note=lambda text: typer.echo(text, err=True), shipped=shipped)
     if not as_json:
-        typer.echo(f"# {detector.decision_rule}; score: higher = more bona fide"
-                   + (f"; p_bonafide at prior {prior:g}" if calibrated else "")
-                   + ("; computed in bfloat16" if precision == "bfloat16" else ""))
-        typer.echo(table_header(calibrated))
-    for result in results:
-        total, failed = total + 1, failed + bool(result.error)
-        if plot is not None and not result.error:
-            from plastispoof.timeline import plot_timeline
-
-            plot_timeline(detector, result, plot)
+        typer.echo("\n".join(job.header))
+    elif job.model_line:  # which model answers, on stderr so stdout stays JSON Lines
+        typer.echo(job.model_line, err=True)
+    for result in job.results:
         if as_json:
             sys.stdout.write(json.dumps(result.as_dict()) + "\n")
             sys.stdout.flush()
         else:
-            typer.echo(format_row(result, calibrated))
-    if failed:
-        typer.echo(f"{failed} of {total} files could not be scored", err=True)
+            typer.echo(format_row(result, job.calibrated))
+        if result.error:  # also on stderr: redirecting stdout must not hide why a file failed
+            typer.echo(f"error: {result.path}: {result.error}", err=True)
+    if job.failed:
+        typer.echo(job.summary, err=True)
         raise typer.Exit(2)
+
+
+@app.command()
+def serve(run: Optional[Path] = typer.Option(None, help="run directory"),
+          onnx: Optional[Path] = typer.Option(None, help="an ONNX export (plastispoof export)"),
+          model: Optional[str] = typer.Option(None, help="model name for foreign weights, e.g. aasist"),
+          weights: Optional[Path] = typer.Option(None, help="foreign .pth state_dict"),
+          calibration: Optional[Path] = typer.Option(None, help="calibration.json; a run's own one by default"),
+          operating_point: Optional[str] = typer.Option(None, help="default decision rule: eer | fpr=0.01 | bayes"),
+          prior: float = typer.Option(0.5, help="default prior of bona fide for p_bonafide and bayes"),
+          host: str = typer.Option("127.0.0.1", help="address to bind (loopback only by default)"),
+          port: int = typer.Option(8000, help="TCP port"),
+          threads: int = typer.Option(2, help="inference workers"),
+          max_upload_mb: float = typer.Option(20.0, help="largest request body (413 above)"),
+          max_duration_s: float = typer.Option(600.0, help="longest audio (413 above)"),
+          max_queue: int = typer.Option(32, help="jobs waiting for a worker at most (503 + Retry-After above)"),
+          timeout_s: float = typer.Option(60.0, help="time limit of a request (504 after it)"),
+          api_key_file: Optional[Path] = typer.Option(None, help="file holding the key every request must send "
+                                                                 "as Authorization: Bearer <key>"),
+          cors_origin: Optional[str] = typer.Option(None, help="allow this origin cross-site (CORS is off without)")
+          ) -> None:
+    """Serve a model over HTTP (FastAPI + uvicorn): the API of docs/serve.md and a web page at /."""
+    from plastispoof.serve import run_server
+
+    run_server(run=run, onnx=onnx, model=model, weights=weights, calibration=calibration,
+               operating_point=operating_point, prior=prior, host=host, port=port, api_key_file=api_key_file,
+               cors_origin=cors_origin, max_upload_mb=max_upload_mb, max_duration_s=max_duration_s,
+               threads=threads, max_queue=max_queue, timeout_s=timeout_s)
 
 
 @app.command()
@@ -210,10 +281,13 @@ def calibrate(run: Optional[Path] = typer.Argument(None, help="run directory (or
               prior: float = typer.Option(0.5, help="prior of bona fide the logistic fit weighs the classes by")
               ) -> None:
     """Fit score -> LLR (affine, prior-weighted logistic regression) on dev scores pooled like `score`."""
-    from plastispoof.calibration import calibrate as run_calibration, format_calibration
+    from plastispoof.calibrate import calibrate as run_calibration
+    from plastispoof.calibrate import format_calibration
+    from plastispoof.scale.sharding import is_main_rank
 
-    typer.echo(format_calibration(*run_calibration(run, dataset, root, subset, model=model, weights=weights,
-                                                   out=out, prior=prior)))
+    result = run_calibration(run, dataset, root, subset, model=model, weights=weights, out=out, prior=prior)
+    if is_main_rank():  # under torchrun every rank scores a shard; rank 0 reports
+        typer.echo(format_calibration(*result))
 
 
 @app.command()
@@ -296,11 +370,15 @@ def export(run: Optional[Path] = typer.Argument(None, help="run directory (or --
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="where runs and the table go"),
-         epochs: Optional[int] = typer.Option(None, help="epochs per stage (default: the demo's)")) -> None:
+         epochs: Optional[int] = typer.Option(None, help="epochs per stage (default: the demo's)"),
+         profile: str = typer.Option("demo", help="corpus profile: demo (the documented table) or tiny (a quick "
+                                                  "check that everything runs)"),
+         set_: List[str] = typer.Option([], "--set", help="override for every run, e.g. "
+                                                           "train.max_steps_per_epoch=2")) -> None:
     """Embedded corpus -> Table I for ResNet18 and GRNN on CPU in minutes; prints the table."""
     from plastispoof.analysis.table1 import run_demo
 
-    typer.echo(run_demo(out, epochs=epochs))
+    typer.echo(run_demo(out, epochs=epochs, profile=profile, overrides=set_))
 
 
 @reproduce_app.command("table1")
@@ -314,7 +392,7 @@ def reproduce_table1(dataset: str = typer.Option(...), root: Path = typer.Option
     from plastispoof.analysis.table1 import table1
 
     typer.echo(table1(dataset=dataset, root=root, models=_csv(models), strategies=_csv(strategies),
-                      seeds=[int(s) for s in _csv(seeds) or []], out=out, epochs=epochs, overrides=set_))
+                      seeds=list(_seeds(seeds)), out=out, epochs=epochs, overrides=set_))
 
 
 @reproduce_app.command("layers")
@@ -326,7 +404,7 @@ def reproduce_layers(dataset: str = typer.Option(...), root: Path = typer.Option
     from plastispoof.analysis.layer_sweep import layer_ablation
 
     typer.echo(layer_ablation(dataset=dataset, root=root, model=model, strategy=strategy,
-                              seeds=[int(s) for s in _csv(seeds) or []], out=out, epochs=epochs, overrides=set_))
+                              seeds=list(_seeds(seeds)), out=out, epochs=epochs, overrides=set_))
 
 
 @reproduce_app.command("tradeoff")
@@ -344,7 +422,7 @@ def reproduce_tradeoff(dataset: str = typer.Option(...), root: Path = typer.Opti
 
     typer.echo(run_tradeoff(dataset=dataset, root=root, model=model,
                             kappas=[float(k) for k in _csv(kappas) or []], out=out, epochs=epochs, overrides=set_,
-                            seeds=[int(s) for s in _csv(seeds) or []], controls=controls))
+                            seeds=list(_seeds(seeds)), controls=controls))
 
 
 @reproduce_app.command("nes2net")
@@ -401,7 +479,7 @@ def reproduce_unseen(root: Optional[Path] = typer.Option(None, help="corpus writ
         return
     if root is None:
         raise InputError("say which corpus: --root DIR (written by `plastispoof synth --recipe open-speech`)")
-    typer.echo(run_unseen(root=root, systems=_csv(systems), seeds=[int(s) for s in _csv(seeds) or []],
+    typer.echo(run_unseen(root=root, systems=_csv(systems), seeds=list(_seeds(seeds)),
                           families=_csv(families), weights=weights, out=out, epochs=epochs, overrides=set_))
 
 
@@ -495,7 +573,7 @@ def stress(run: Optional[Path] = typer.Argument(None, help="run directory (or --
            workers: int = typer.Option(0, help="DataLoader workers that make the degraded audio"),
            onnx: Optional[Path] = typer.Option(None, help="an ONNX export (plastispoof export) instead")) -> None:
     """EER, ΔEER and min t-DCF under codecs, noise, reverberation, packet loss and level/band changes."""
-    from plastispoof.stress import format_stress, stress_command
+    from plastispoof.analysis.stress import format_stress, stress_command
 
     typer.echo(format_stress(stress_command(run, model, weights, dataset, root, conditions=_csv(conditions),
                                             out=out, subset=subset, max_trials=max_trials, num_workers=workers,
@@ -506,8 +584,9 @@ def main() -> None:
     from plastispoof.runtime import keep_freed_memory
 
     keep_freed_memory()
+    _DEBUG["on"] = "--debug" in sys.argv[1:]
     try:
-        app()
+        app(args=normalised_argv(sys.argv[1:]), prog_name="plastispoof")
     except InputError as err:
         if _DEBUG["on"]:
             raise

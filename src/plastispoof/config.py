@@ -11,6 +11,7 @@ Every section forbids unknown keys, so a typo fails with an :class:`InputError` 
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +41,11 @@ class DataConfig(Section):
     max_dev: int | None = None
     max_eval: int | None = None
     feature_cache: str | None = Field(None, description="directory for cached frozen-front-end features")
+    feature_cache_dtype: Literal["float16", "float32"] = Field("float16", description="how cached features are "
+                                                               "stored (float16: half the disk, scores move by "
+                                                               "about 1e-3)")
+    shards: str | None = Field(None, description="WebDataset shards of the corpus (plastispoof prepare --shards): "
+                               "training reads its subset from them instead of the audio files")
     augment: AugmentList = Field(default_factory=list, description="augmentations of the training crops, in "
                                  "order, each with its probability p (see plastispoof.augment.config)")
 
@@ -48,6 +54,9 @@ class DataConfig(Section):
         if self.augment and self.feature_cache:
             raise ValueError("data.augment changes the audio of every epoch, so it cannot be combined with "
                              "data.feature_cache (features computed once)")
+        if self.shards and (self.feature_cache or self.augment or self.max_train):
+            raise ValueError("data.shards streams the whole training subset as stored: it cannot be combined with "
+                             "data.feature_cache, data.augment or data.max_train")
         return self
 
 
@@ -74,6 +83,10 @@ class TrainConfig(Section):
     class_weights: Literal["none", "balanced"] | list[float] = "balanced"
     grad_clip: float | None = 5.0
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
+    amp_dtype: Literal["float16", "bfloat16"] = Field("float16", description="what autocast computes in on CUDA: "
+                                                      "bfloat16 (Ampere and newer) needs no loss scaling")
+    channels_last: bool = Field(False, description="keep convolution weights (and so activations) in channels_last "
+                                "memory format: faster with AMP on tensor-core GPUs for 2-D CNNs (ResNet)")
     early_stopping: int | None = Field(None, description="stop a stage after this many epochs without dev gain")
     select: Literal["best", "last"] = Field("best", description="weights a stage ends with: those of its lowest "
                                             "dev EER, or its last epoch's (a fixed budget: for a dev set too small "
@@ -108,9 +121,28 @@ class ExperimentConfig(Section):
 def _validation_error_line(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
-    msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key" + _did_you_mean([str(p) for p in first["loc"]])
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{source}: {key}: {msg}{more}"
+
+
+def _did_you_mean(location: list[str]) -> str:
+    """``; did you mean 'lr'?`` for the closest field of the section an unknown key sits in (or nothing).
+
+    >>> _did_you_mean(["train", "epoch"]), _did_you_mean(["train", "zzz"])
+    ("; did you mean 'epochs'?", '')
+    """
+    section: type[BaseModel] = ExperimentConfig
+    for part in location[:-1]:
+        field = section.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        section = annotation
+    close = difflib.get_close_matches(location[-1], list(section.model_fields), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def validate(data: dict[str, Any], source: str = "config") -> ExperimentConfig:

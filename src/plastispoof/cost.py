@@ -16,24 +16,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from plastispoof.errors import InputError
+from plastispoof.models.flops import count_flops
 
 # The comparison point of the relative column: the SSL-AASIST back-end (dimensionality reduction + AASIST).
 REFERENCE_BACKEND = "reduction-aasist"
-
-
-def count_flops(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> int:
-    """FLOPs of one forward pass of ``model`` on ``example_input`` (a tensor or a tuple of positional inputs).
-
-    >>> count_flops(nn.Linear(3, 4), torch.zeros(5, 3))
-    120
-    """
-    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(*inputs)
-    return int(counter.get_total_flops())
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
@@ -50,7 +38,7 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 
 
 def backend_cost(name: str, input_dim: int = 1024, frames: int = 200) -> dict[str, Any]:
-    """Parameters, MACs and FLOPs of the bare back-end ``name`` (see :data:`plastispoof.models.nes2net.BACKENDS`)
+    """Parameters, MACs and FLOPs of the bare back-end ``name`` (see :data:`plastispoof.registry.BACKENDS`)
     on one ``(1, input_dim, frames)`` input, in eval mode."""
     from plastispoof.models.nes2net import build_backend
 

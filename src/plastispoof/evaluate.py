@@ -3,13 +3,17 @@
 By default every trial is scored on its first ``num_samples`` samples (repeat-padded when shorter), the ASVspoof
 evaluation convention (``first-crop``); ``full=True`` (``evaluate --full``) scores whole files exactly as
 ``plastispoof score`` does (``window-mean``: the mean over half-overlapping windows). The report names its
-convention, and its outputs carry a ``-window-mean`` suffix in that case; the score is the model's ``score()`` (bona fide logit minus spoof logit unless the model
-says otherwise), higher = more bona fide. :func:`plastispoof.scoring.score_trials` is also the trainer's dev evaluation, so dev and
+convention, and its outputs carry a ``-window-mean`` suffix in that case; the score is the model's ``score()`` (its
+``score_convention``: bona fide logit minus spoof logit, or AASIST's bona fide logit alone), higher = more bona fide.
+:func:`plastispoof.scoring.score_trials` is also the trainer's dev evaluation, so dev and
 test numbers come from one code path.
 
 Outputs in the run directory, for ``<dataset>-<subset>``: ``scores/<..>.txt`` (``utt_id score`` lines),
 ``scores/<..>.json`` (the metrics JSON of :func:`plastispoof.metrics.compute_report`), ``plots/det-<..>.png``,
 ``plots/hist-<..>.png``, and one ``metrics.jsonl`` line.
+
+Under ``torchrun`` the trials are sharded across the ranks (:mod:`plastispoof.scale.sharding`) and rank 0 writes
+the same files a single process would.
 """
 
 from __future__ import annotations
@@ -19,24 +23,34 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from plastispoof import runs
+from plastispoof.calibration import CALIBRATION, read_calibration
+from plastispoof.data.dataset import subsample
+from plastispoof.data.feature_cache import first_crop_features
+from plastispoof.data.protocols import read_dataset
 from plastispoof.data.trials import BONAFIDE, Trial
 from plastispoof.fileio import atomic_write_json
+from plastispoof.inference import Detector
+from plastispoof.llr_metrics import llr_report, plot_reliability, reliability
 from plastispoof.metrics import compute_report, format_report
+from plastispoof.scale.sharding import EvalGroup, rank_device, sharded_scores
 from plastispoof.score_files import write_scores
-from plastispoof.scoring import (CONVENTION_TEXT, FIRST_CROP, WINDOW_MEAN, run_threshold, score_trials,
-                                 window_mean_scores)
+from plastispoof.scoring import (
+    CONVENTION_TEXT,
+    FIRST_CROP,
+    WINDOW_MEAN,
+    run_threshold,
+    score_trials,
+    window_mean_scores,
+)
+from plastispoof.weights_hash import model_hash
 
 
 def load_run_and_trials(run_dir: str | Path, dataset: str, root: str | Path, subset: str):
     """A run's config, rebuilt model and meta, and the trials to score: ``data.max_eval`` (a seeded subset)
     applies when the run set it. Shared by evaluation and the MoLEx expert-usage report."""
-    from plastispoof.data.dataset import subsample
-    from plastispoof.data.protocols import read_dataset
-
     cfg = runs.read_run_config(run_dir)
     model, meta = runs.load_run_model(run_dir)
     trials = read_dataset(dataset, str(root), subset)
@@ -52,10 +66,9 @@ def cached_first_crop_scores(cfg: Any, model: nn.Module, trials: Sequence[Trial]
     frontend = getattr(model, "frontend", None)
     if not cfg.data.feature_cache or not getattr(frontend, "freeze", False) or not hasattr(frontend, "cache_key"):
         return None
-    from plastispoof.data.feature_cache import first_crop_features
 
     features = first_crop_features(trials, frontend, cfg.data.feature_cache, cfg.data.num_samples,
-                                   cfg.data.sample_rate)
+                                   cfg.data.sample_rate, dtype=cfg.data.feature_cache_dtype)
     return features.scores(model, cfg.data.eval_batch_size)
 
 
@@ -72,23 +85,41 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
     LLRs: ``calibrated`` reports their ``act_dcf``, ``cllr`` and ``min_cllr``, and the LLR score file and a
     reliability diagram are written too; otherwise ``calibrated`` says why not.
     """
-    from plastispoof.inference import Detector
+    group = EvalGroup.from_env()
+    try:
+        return _evaluate(Path(run_dir), dataset, root, subset, full, bootstrap, group)
+    finally:
+        group.close()
+
+
+def _evaluate(run_dir: Path, dataset: str, root: str | Path, subset: str, full: bool, bootstrap: int,
+              group: EvalGroup) -> dict[str, Any]:
+    """:func:`evaluate_run` on one rank of ``group``: every rank scores its shard, rank 0 writes the files and
+    every rank returns rank 0's report."""
     from plastispoof.plots import plot_det, plot_score_histograms
 
-    run_dir = Path(run_dir)
     cfg, model, meta, trials = load_run_and_trials(run_dir, dataset, root, subset)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = rank_device()
     started = time.perf_counter()
     convention = WINDOW_MEAN if full else FIRST_CROP
+    show = group.rank == 0
     if full:
         detector = Detector(model, cfg.data.num_samples, cfg.data.sample_rate, batch_size=cfg.data.eval_batch_size,
                             device=device)
-        scores = window_mean_scores(detector, trials)
+
+        def score(part: list[Trial]) -> dict[str, float]:
+            return window_mean_scores(detector, part, show_progress=show)
     else:
-        scores = cached_first_crop_scores(cfg, model.to(device), trials)
-        if scores is None:
-            scores = score_trials(model, trials, cfg.data.num_samples, cfg.data.eval_batch_size, device,
-                                  sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers)
+        model = model.to(device)
+
+        def score(part: list[Trial]) -> dict[str, float]:
+            cached = cached_first_crop_scores(cfg, model, part)
+            return cached if cached is not None else score_trials(
+                model, part, cfg.data.num_samples, cfg.data.eval_batch_size, device,
+                sample_rate=cfg.data.sample_rate, num_workers=cfg.data.num_workers, show_progress=show)
+    scores = sharded_scores(trials, score, cfg.data.eval_batch_size, group)
+    if scores is None:  # another rank than 0: rank 0 writes and reports
+        return group.broadcast(None)
     report = {**compute_report(trials, scores, bootstrap=bootstrap), "convention": convention,
               "convention_text": CONVENTION_TEXT[convention]}
 
@@ -110,16 +141,14 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
         "event": "evaluate", "dataset": dataset, "subset": subset, "convention": convention,
         "trials": len(trials), "eer": report["eer"],
         "min_tdcf": report["min_tdcf"], "threshold": report["threshold"],
-        "seconds": time.perf_counter() - started, "time": time.time()})
-    return {**report, "files": {name: str(path) for name, path in files.items()}}
+        "seconds": time.perf_counter() - started, "time": time.time(), "ranks": group.world_size})
+    report = {**report, "files": {name: str(path) for name, path in files.items()}}
+    return group.broadcast(report) if group.enabled else report
 
 
 def _calibrated_metrics(run_dir: Path, model: nn.Module, convention: str, trials: Sequence[Trial],
                         scores: dict[str, float], stem: str, files: dict[str, Path]) -> dict[str, Any] | None:
     """LLR metrics of the run's calibration applied to ``scores`` (None when the run has no calibration)."""
-    from plastispoof.calibration import CALIBRATION, model_hash, read_calibration
-    from plastispoof.llr_metrics import llr_report, plot_reliability, reliability
-
     path = run_dir / CALIBRATION
     if not path.is_file():
         return None

@@ -17,20 +17,19 @@ from typing import Any
 
 import numpy as np
 
+from plastispoof.calibration import fit_logistic
+from plastispoof.data.protocols import read_protocol_file
+from plastispoof.data.trials import BONAFIDE
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json
+from plastispoof.metrics import cllr, compute_eer, min_cllr
+from plastispoof.score_files import read_scores, write_scores
 
 
 def fuse_score_files(score_files: list[str | Path], dev_key: str | Path, out: str | Path, *, prior: float = 0.5,
                      format: str = "auto") -> dict[str, Any]:
     """Fit the fusion on the dev key's trials, write the fused LLRs of every common utterance; return the
     summary that goes into ``<out>.fusion.json``."""
-    from plastispoof.calibration import fit_logistic, min_cllr
-    from plastispoof.data.protocols import read_protocol_file
-    from plastispoof.data.trials import BONAFIDE
-    from plastispoof.metrics import cllr, compute_eer
-    from plastispoof.score_files import read_scores, write_scores
-
     if not score_files:
         raise InputError("give at least one score file to fuse")
     systems = [read_scores(path) for path in score_files]  # NaN scores are refused there, naming the utterance

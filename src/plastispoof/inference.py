@@ -17,7 +17,8 @@ both (``meta.json``: ``dev_thresholds``, and ``dev_threshold`` = the ``first-cro
 (trained before the convention was recorded) gives no decisions until :meth:`Detector.fit_threshold` computes
 one on dev files.
 
-With a calibration (``plastispoof calibrate``; :mod:`plastispoof.calibration`) each file also gets ``llr`` (natural-log
+Handed a calibration (:meth:`use_calibration`; :func:`plastispoof.detectors.load_detector` reads the file) each
+file also gets ``llr`` (natural-log
 likelihood ratio, bona fide vs spoof), ``p_bonafide`` at a stated prior, and a decision at a named operating point
 (``eer``, ``fpr=X``, ``bayes``); :meth:`Detector.iter_results` yields them one file at a time (the CLI streams them
 as JSON Lines), optionally with a per-window timeline (``segments``).
@@ -34,9 +35,17 @@ from torch import nn
 
 from plastispoof.audio import ASVSPOOF_NUM_SAMPLES
 from plastispoof.errors import InputError
+from plastispoof.metrics import trials_eer
+from plastispoof.models.aasist import load_official
 from plastispoof.results import CalibratedScoring, ScoreResult
-from plastispoof.scoring import file_score, model_scores, run_threshold, window_mean_scores
-
+from plastispoof.runs import load_run_model
+from plastispoof.scoring import (
+    file_score,
+    model_scores,
+    run_threshold,
+    window_mean_scores,
+)
+from plastispoof.weights_hash import model_hash
 
 # What a Detector computes in. ``bfloat16`` runs the model under autocast to bfloat16 (AASIST: its encoder blocks
 # in bfloat16, see AASIST._sliced_inference_dtype): on CPUs with native bfloat16 (AVX-512 BF16, AMX) and on GPUs
@@ -73,18 +82,17 @@ class Detector(CalibratedScoring):
         self.batch_size = batch_size
         self.name = getattr(model, "registry_name", None) or type(model).__name__
         self._model_hash: str | None = None
-        self.calibration = None  # a plastispoof.calibration.Calibration once use_calibration() accepted it
+        self.calibration = None  # set by use_calibration()
 
     @classmethod
     def from_run(cls, run_dir: str | Path, **options: Any) -> "Detector":
         """The final model of a run directory, with the run's input length and its dev EER threshold of
         ``window-mean`` scores (None when the run has none: see the module notes)."""
-        from plastispoof.runs import load_run_model
-
         model, meta = load_run_model(run_dir)
         detector = cls(model, meta["input"]["num_samples"], meta["input"]["sample_rate"], run_threshold(meta),
                        **options)
         detector.name = meta["model"]["name"]
+        detector.dev_eer = meta.get("dev_eer")
         return detector
 
     @classmethod
@@ -92,19 +100,10 @@ class Detector(CalibratedScoring):
         """A published model from a foreign ``.pth`` state_dict (e.g. official AASIST); no threshold is known."""
         if not model_name or not weights_path:
             raise InputError("say which model scores: --run RUN_DIR, or --model NAME with --weights FILE.pth")
-        from plastispoof.models.aasist import load_official
 
         detector = cls(load_official(model_name, weights_path), ASVSPOOF_NUM_SAMPLES, **options)
         detector.name = model_name
         return detector
-
-    @staticmethod
-    def from_onnx(path: str | Path, **options: Any):
-        """An ONNX export (``plastispoof export``) run by onnxruntime, no PyTorch: an
-        :class:`~plastispoof.onnx_runtime.OnnxDetector` with the same scoring methods."""
-        from plastispoof.onnx_runtime import OnnxDetector
-
-        return OnnxDetector.from_onnx(path, **options)
 
     def score_batch(self, batch: np.ndarray) -> np.ndarray:
         """Scores of a ``(n, num_samples)`` float32 batch of windows (eval mode, no gradients; under bfloat16
@@ -121,8 +120,6 @@ class Detector(CalibratedScoring):
     def fit_threshold(self, trials: list[Any]) -> tuple[float, float]:
         """Score ``trials`` (:class:`~plastispoof.data.trials.Trial` s of a dev set) as this detector scores
         files, and decide from now on at the EER threshold of those scores. Returns ``(eer, threshold)``."""
-        from plastispoof.metrics import trials_eer
-
         eer, self.threshold = trials_eer(trials, window_mean_scores(self, trials, show_progress=False))
         return eer, self.threshold
 
@@ -142,9 +139,7 @@ class Detector(CalibratedScoring):
 
     @property
     def model_hash(self) -> str:
-        """SHA-256 of the weights (:func:`plastispoof.calibration.model_hash`), computed once."""
+        """SHA-256 of the weights (:func:`plastispoof.weights_hash.model_hash`), computed once."""
         if self._model_hash is None:
-            from plastispoof.calibration import model_hash
-
             self._model_hash = model_hash(self.model)
         return self._model_hash

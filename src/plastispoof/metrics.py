@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from plastispoof.bootstrap import eer_cis_for_trials
 from plastispoof.data.trials import BONAFIDE, Trial
 from plastispoof.errors import InputError
 
@@ -326,6 +327,60 @@ def cllr(bonafide_scores: Iterable[float], spoof_scores: Iterable[float]) -> flo
     return float(nats / (2 * math.log(2)))
 
 
+# ------------------------------------------------------------------------------------- log-odds and Cllr
+
+
+def logit(p: float) -> float:
+    """Log-odds of a probability (a prior), refusing 0 and 1.
+
+    >>> logit(0.5), round(logit(0.9), 4)
+    (0.0, 2.1972)
+    """
+    if not 0.0 < p < 1.0:
+        raise InputError(f"a prior must lie strictly between 0 and 1, got {p}")
+    return math.log(p / (1.0 - p))
+
+
+def sigmoid(x: float | np.ndarray) -> Any:
+    """The logistic function, stable for large ``|x|``: a float for a float, an array for an array.
+
+    >>> sigmoid(0.0), sigmoid(np.array([-800.0, 800.0])).tolist()
+    (0.5, [0.0, 1.0])
+    """
+    values = np.exp(-np.logaddexp(0.0, -np.asarray(x, dtype=float)))
+    return float(values) if values.ndim == 0 else values
+
+
+def pav_llrs(bonafide_scores: Iterable[float], spoof_scores: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The best monotone LLRs of these scores (pool-adjacent-violators, ``sklearn.isotonic``), as BOSARIS's
+    "optimal calibration": the posterior fitted by isotonic regression, the empirical prior's log-odds taken out.
+    Equal scores get the same value (sklearn pools ties)."""
+    from sklearn.isotonic import IsotonicRegression  # scikit-learn is slow to import; only min Cllr needs it
+
+    bonafide = np.asarray(list(bonafide_scores), dtype=float)
+    spoof = np.asarray(list(spoof_scores), dtype=float)
+    scores = np.concatenate([bonafide, spoof])
+    labels = np.concatenate([np.ones(bonafide.size), np.zeros(spoof.size)])
+    posterior = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True).fit_transform(scores, labels)
+    with np.errstate(divide="ignore"):
+        llr = np.log(posterior) - np.log1p(-posterior) - math.log(bonafide.size / spoof.size)
+    return llr[: bonafide.size], llr[bonafide.size:]
+
+
+def min_cllr(bonafide_scores: Iterable[float], spoof_scores: Iterable[float]) -> float:
+    """Cllr after the best monotone calibration (:func:`pav_llrs`): the discrimination part of Cllr, in bits.
+
+    >>> min_cllr([1.0, 2.0], [-1.0, 0.0])       # perfectly separated
+    0.0
+    >>> round(min_cllr([0.0, 0.0], [0.0, 0.0]), 4)  # no information
+    1.0
+    """
+    bonafide_llr, spoof_llr = pav_llrs(bonafide_scores, spoof_scores)
+    # An infinite LLR on the right side costs nothing; log(1 + e^-inf) = 0 exactly.
+    nats = np.mean(np.logaddexp(0.0, -bonafide_llr)) + np.mean(np.logaddexp(0.0, spoof_llr))
+    return float(nats / (2 * math.log(2)))
+
+
 def _condition(trial: Trial, column: str) -> Any:
     if column in ("attack", "speaker", "subset"):
         return getattr(trial, column)
@@ -361,7 +416,7 @@ def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: As
     one class is absent there}, and ``ties`` (the tie rule every figure was computed with, module notes).
     ``scores_are_llr`` says whether ``act_dcf`` and ``cllr`` mean anything: ``llr=True`` (the scores are
     natural-log LLRs) adds ``min_cllr``. ``bootstrap`` > 0 adds 95 % bootstrap intervals of every EER
-    (``eer_ci95``, ``per_<column>_ci95``, ``bootstrap``: :func:`plastispoof.llr_metrics.eer_cis_for_trials`).
+    (``eer_ci95``, ``per_<column>_ci95``, ``bootstrap``: :func:`plastispoof.bootstrap.eer_cis_for_trials`).
 
     Every protocol trial needs a score and every score a protocol trial; both classes must be present.
 
@@ -400,8 +455,6 @@ def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: As
         "ties": ties,
     }
     if llr:
-        from plastispoof.calibration import min_cllr
-
         report["min_cllr"] = min_cllr(bonafide, spoof)
     by_attack: dict[str, list[float]] = defaultdict(list)
     for trial in spoof_trials:
@@ -412,8 +465,6 @@ def compute_report(trials: Sequence[Trial], scores: dict[str, float], *, asv: As
         if column != "attack":
             report[f"per_{column}"] = _eer_per_condition(trials, scores, column, ties)
     if bootstrap:
-        from plastispoof.llr_metrics import eer_cis_for_trials
-
         report.update(eer_cis_for_trials(trials, scores, breakdown, resamples=bootstrap))
     return report
 

@@ -31,9 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from plastispoof import runs
+from plastispoof.calibration import CALIBRATION, read_calibration
+from plastispoof.card import run_card, score_direction
+from plastispoof.detectors import load_detector
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_path, atomic_write_json
-from plastispoof.onnx_runtime import EXPORT_KIND, METADATA_KEY
+from plastispoof.models.base import count_parameters
+from plastispoof.onnx_runtime import EXPORT_KIND, METADATA_KEY, OnnxDetector
+from plastispoof.scoring import model_scores, run_threshold
 
 OPSET = 18
 TOLERANCE = 1e-3  # the export is refused beyond this; tests hold models to 1e-4
@@ -47,7 +53,6 @@ class ScoreGraph(nn.Module):
         self.model = model
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        from plastispoof.scoring import model_scores
 
         return model_scores(self.model, waveform)
 
@@ -63,18 +68,13 @@ def export_onnx(run: str | Path | None, out: str | Path, *, model: str | None = 
                 weights: str | Path | None = None, quantize: bool = False, opset: int = OPSET,
                 check: bool = True) -> dict[str, Any]:
     """Export the run's final model (or ``model`` + ``weights``) to ``out``; return the stored metadata."""
-    from plastispoof.inference import Detector
-
-    if Path(out).suffix != ".onnx":
+    out = Path(out)
+    if out.suffix != ".onnx":
         raise InputError(f"--out {out}: name the export *.onnx")
-    if run is not None:
-        from plastispoof import runs
-
-        detector = Detector.from_run(run, device="cpu")
-        meta = runs.read_meta(run)
-    else:
-        detector = Detector.from_weights(model, weights, device="cpu")
-        meta = None
+    if not out.parent.is_dir():  # a typo in the folder should not quietly create a new tree
+        raise InputError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    detector = load_detector(run, model, weights, device="cpu", use_run_calibration=False)
+    meta = runs.read_meta(run) if run is not None else None
     return export_detector(detector, out, run=run, meta=meta, quantize=quantize, opset=opset, check=check)
 
 
@@ -141,13 +141,6 @@ def fixed_feature_nodes(proto, network: nn.Module) -> list[str]:
 
 def _metadata(detector, meta: dict[str, Any] | None, run, opset: int, quantize: bool, out: Path
               ) -> dict[str, Any]:
-    from plastispoof.calibration import CALIBRATION, read_calibration
-    from plastispoof.card import SCORE_DIRECTION, run_card
-    from plastispoof.scoring import run_threshold
-    from plastispoof.models.base import count_parameters
-
-    if not out.parent.is_dir():
-        out.parent.mkdir(parents=True, exist_ok=True)
 
     calibration = None
     if run is not None and (Path(run) / CALIBRATION).is_file():
@@ -161,7 +154,7 @@ def _metadata(detector, meta: dict[str, Any] | None, run, opset: int, quantize: 
                 "training": None, "trained_here": False, "calibration": None,
                 "input": {"sample_rate": detector.sample_rate, "num_samples": detector.num_samples,
                           "seconds": detector.num_samples / detector.sample_rate, "channels": 1},
-                "score_direction": SCORE_DIRECTION, "weights_sha256": detector.model_hash}
+                "score_direction": score_direction(detector.name), "weights_sha256": detector.model_hash}
     card["export"] = {"format": "onnx", "opset": opset, "precision": "int8 dynamic" if quantize else "float32",
                       "input": f"waveform float32 (batch, {detector.num_samples}) at {detector.sample_rate} Hz",
                       "output": "score float32 (batch,), higher = more bona fide", "file": out.name}
@@ -173,11 +166,8 @@ def _metadata(detector, meta: dict[str, Any] | None, run, opset: int, quantize: 
 
 def max_difference(detector, path: str | Path, batch: int = 3, seed: int = 0) -> float:
     """Largest |ONNX score - PyTorch score| on a random batch of ``batch`` waveforms."""
-    from plastispoof.scoring import model_scores
-    from plastispoof.onnx_runtime import OnnxDetector
-
     waves = np.random.default_rng(seed).standard_normal((batch, detector.num_samples)).astype(np.float32) * 0.1
-    onnx_scores = OnnxDetector.from_onnx(path, use_calibration=False).score_batch(waves)
+    onnx_scores = OnnxDetector.from_onnx(path).score_batch(waves)
     with torch.no_grad():
         torch_scores = model_scores(detector.model, torch.from_numpy(waves)).numpy()
     return float(np.max(np.abs(onnx_scores - torch_scores)))

@@ -9,7 +9,8 @@ The graph takes raw 16 kHz waveforms ``(batch, num_samples)`` float32 (the featu
 the score per row (higher = more bona fide). Files are cut into the same windows as
 :class:`plastispoof.inference.Detector` cuts them, and a file's score is the mean over its windows. The export's
 metadata (key ``plastispoof``) carries the model name, the weights' hash, the input length and rate, the
-window-mean dev EER threshold, the calibration and the model card; a file without it is not an export and is
+window-mean dev EER threshold, the calibration (handed to the detector by
+:func:`plastispoof.detectors.load_detector`) and the model card; a file without it is not an export and is
 refused. Nothing here imports PyTorch.
 """
 
@@ -73,24 +74,16 @@ class OnnxDetector(CalibratedScoring):
         self.threshold = metadata.get("window_mean_threshold")
         self.batch_size = batch_size
         self.calibration = None
+        self.dev_eer = (metadata.get("card") or {}).get("dev_eer")
 
     @classmethod
-    def from_onnx(cls, path: str | Path, *, threads: int | None = None, use_calibration: bool = True,
-                  batch_size: int = 16) -> "OnnxDetector":
-        """Load an export; its stored calibration is used unless ``use_calibration=False``."""
+    def from_onnx(cls, path: str | Path, *, threads: int | None = None, batch_size: int = 16) -> "OnnxDetector":
+        """Load an export, uncalibrated: :func:`plastispoof.detectors.load_detector` hands it the calibration
+        stored in ``metadata["calibration"]``."""
         path = Path(path)
         session = _session(path, threads) if path.is_file() else None
         metadata = read_export_metadata(path, session)
-        detector = cls(session, metadata, batch_size)
-        if use_calibration and metadata.get("calibration"):
-            from plastispoof.calibration import Calibration
-
-            stored = metadata["calibration"]
-            detector.use_calibration(Calibration(
-                float(stored["slope"]), float(stored["offset"]), float(stored["prior"]), stored.get("model_hash"),
-                [float(s) for s in stored["dev_scores"]["bonafide"]], [float(s) for s in stored["dev_scores"]["spoof"]],
-                stored.get("convention", "window-mean"), stored.get("model")))
-        return detector
+        return cls(session, metadata, batch_size)
 
     def score_batch(self, batch: np.ndarray) -> np.ndarray:
         """Scores of a ``(n, num_samples)`` float32 batch."""

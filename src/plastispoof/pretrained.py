@@ -28,14 +28,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from plastispoof import runs
+from plastispoof.card import write_run_card
 from plastispoof.config import apply_overrides, dump_config, validate
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_text
+from plastispoof.models.aasist import OFFICIAL_MODELS, load_official
 from plastispoof.models.base import build_model, count_parameters
+from plastispoof.models.nes2net import SSLDetector
+from plastispoof.models.wav2vec2 import Wav2Vec2
 from plastispoof.registry import MODELS
 
 CARD = "card.json"
@@ -87,8 +90,6 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
 def _ssl_model_args(model_name: str, args: dict[str, Any], folder: Path, kind: str) -> dict[str, Any]:
     """``args`` with the encoder pointed at ``folder`` (where the model keeps it: front-end or top level)."""
     cls = MODELS.get_or_fail(model_name)
-    from plastispoof.models.nes2net import SSLDetector
-    from plastispoof.models.wav2vec2 import Wav2Vec2
 
     target = getattr(cls, "func", cls)  # registered partials (wav2vec2-small) wrap the class
     if isinstance(target, type) and issubclass(target, SSLDetector):
@@ -129,7 +130,6 @@ def import_checkpoint(model_name: str, weights: str | Path, out: str | Path | No
         source = {"kind": "huggingface", "model_type": hf_config["model_type"],
                   "architectures": hf_config.get("architectures")}
     else:
-        from plastispoof.models.aasist import OFFICIAL_MODELS, load_official
 
         if model_name not in OFFICIAL_MODELS:
             raise InputError(f"a .pth state_dict imports into the official models ({', '.join(OFFICIAL_MODELS)}); "
@@ -166,7 +166,6 @@ def write_imported_run(out: Path, cfg, model: nn.Module, source: dict[str, Any])
     runs.save_weights(model.state_dict(), out / runs.MODEL)
     atomic_write_text(out / runs.CONFIG, dump_config(cfg))
     runs.write_meta(out, meta)
-    from plastispoof.card import write_run_card
 
     write_run_card(out, base=card)  # the shared card format, with the import's source kept
     return out
@@ -178,9 +177,3 @@ def describe_import(run_dir: Path) -> str:
     source = meta.get("imported_from", {})
     return (f"imported {meta['model']['name']} ({meta['params']:,} parameters) from {source.get('path')} "
             f"[{source.get('kind')}, sha256 {str(source.get('sha256'))[:12]}] into {run_dir}")
-
-
-def same_weights(a: nn.Module, b: nn.Module) -> bool:
-    """Whether two models hold equal tensors under equal names (a check for tests and scripts)."""
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

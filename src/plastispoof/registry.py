@@ -47,6 +47,7 @@ MODELS = Registry("model")
 STRATEGIES = Registry("strategy")
 DATASETS = Registry("dataset")
 TRANSFORMS = Registry("transform")
+BACKENDS = Registry("back-end")  # bare SSL back-ends by name (plastispoof cost, the ssl-* models)
 
 _BUILTIN_MODULES = (  # light modules first: a lookup stops importing once its name is registered
     "plastispoof.models.aasist",  # the shipped default detector: AASIST grown by dropin (no librosa / scipy)
@@ -58,6 +59,7 @@ _BUILTIN_MODULES = (  # light modules first: a lookup stops importing once its n
     "plastispoof.capacity.plasticity",
     "plastispoof.capacity.dynamic_width",
     "plastispoof.data.protocols",
+    "plastispoof.data.manifest",
     "plastispoof.models.wav2vec2",  # transformers from here on
     "plastispoof.models.nes2net",
     "plastispoof.capacity.lora",  # peft

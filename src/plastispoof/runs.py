@@ -37,8 +37,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from plastispoof import __version__
+from plastispoof.capacity.base import apply_transforms
+from plastispoof.config import dump_config, load_config
 from plastispoof.errors import InputError, summarise
-from plastispoof.fileio import atomic_path, atomic_write_json, atomic_write_text
+from plastispoof.fileio import atomic_dir, atomic_path, atomic_write_json, atomic_write_text
+from plastispoof.models.base import build_model
+from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN
 
 CONFIG = "config.yaml"
 MODEL = "model.safetensors"
@@ -219,8 +224,6 @@ def write_meta(run_dir: str | Path, meta: dict[str, Any]) -> None:
 
 def read_run_config(run_dir: str | Path):
     """The resolved :class:`~plastispoof.config.ExperimentConfig` stored in a run directory."""
-    from plastispoof.config import load_config
-
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise InputError(f"{run_dir} is not a run directory (no {CONFIG})")
@@ -232,9 +235,6 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     Returns ``(model in eval mode on CPU, meta)``.
     """
-    from plastispoof.capacity.base import apply_transforms
-    from plastispoof.models.base import build_model
-
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     if not isinstance(meta.get("model"), dict) or "name" not in meta["model"]:
@@ -252,8 +252,6 @@ def load_run_model(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def environment_versions() -> dict[str, str | None]:
     """Versions of Python and of the libraries a run's numbers depend on (None = not installed)."""
-    from plastispoof import __version__
-
     versions: dict[str, str | None] = {"python": platform.python_version(), "plastispoof": __version__}
     for package in ("torch", "transformers", "peft"):
         try:
@@ -308,7 +306,6 @@ class RunRecorder:
     (``is_main``) writes, every process may ask."""
 
     def __init__(self, cfg, is_main: bool = True):
-        from plastispoof.config import dump_config
 
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir)
@@ -325,6 +322,9 @@ class RunRecorder:
                              f"it, or choose another name (name: in the config, or --set name=...)")
         if resume:
             check_same_experiment(run_dir, self.cfg)
+            if self.is_main and run_dir.is_dir():  # temp files of writes a kill interrupted (fileio.atomic_path)
+                for stale in run_dir.rglob(".*.tmp*"):
+                    stale.unlink(missing_ok=True)
         return not (resume and (run_dir / META).is_file() and read_meta(run_dir).get("finished"))
 
     def start(self) -> None:
@@ -377,7 +377,6 @@ class RunRecorder:
 
     def write_meta(self, transforms: list[dict[str, Any]], stages: list[dict[str, Any]], finished: bool,
                    window_mean_threshold: float | None = None) -> None:
-        from plastispoof.scoring import FIRST_CROP, WINDOW_MEAN
 
         if not self.is_main:
             return
@@ -394,25 +393,17 @@ class RunRecorder:
 
     def finish(self, model: nn.Module, transforms: list[dict[str, Any]], stages: list[dict[str, Any]],
                window_mean_threshold: float | None) -> None:
-        """The final weights and meta, the model card and the training-curve plot."""
-        from plastispoof.card import write_run_card
-        from plastispoof.plots import plot_training_curves
-
+        """The final weights and meta (the trainer adds the card and the training-curve plot)."""
         if not self.is_main:
             return
         save_weights(model.state_dict(), self.run_dir / MODEL)
         self.write_meta(transforms, stages, True, window_mean_threshold)
-        write_run_card(self.run_dir)  # model card: plastispoof.card
-        plot_training_curves(read_jsonl(self.run_dir / METRICS), self.run_dir / "plots" / "training.png",
-                             title=self.cfg.name)
 
 
 def adopt_run(model: nn.Module, run_dir: str | Path, transforms: list[dict[str, Any]], stage: str) -> nn.Module:
     """Turn ``model`` (transformed by ``transforms`` so far) into a finished run's model: replay the transforms
     that run has beyond ours (appending them to ``transforms``, so this run rebuilds too), then load its final
     weights strictly."""
-    from plastispoof.capacity.base import apply_transforms
-
     source = read_meta(run_dir).get("transforms", [])
     if source[:len(transforms)] != transforms:
         raise InputError(f"stage {stage!r}: init_from run {run_dir} was transformed differently from this model "
@@ -424,3 +415,33 @@ def adopt_run(model: nn.Module, run_dir: str | Path, transforms: list[dict[str, 
         raise InputError(f"stage {stage!r}: init_from run {run_dir} has not finished (no {MODEL})")
     load_state_strict(model, read_weights(weights), f"init_from {weights}")
     return model
+
+
+def with_encoder_folders(model_args: dict[str, Any]) -> dict[str, Any]:
+    """``model_args`` with every SSL ``pretrained`` that names a run directory replaced by a Hugging Face folder of
+    that run's encoder (written once, into ``RUN/encoders/<kind>``): models read folders, never runs, so a model
+    trained here feeds its encoder to any SSL back-end as a downloaded one would."""
+    def resolve(section: dict[str, Any]) -> dict[str, Any]:
+        pretrained = section.get("pretrained")
+        if pretrained is None or not (Path(pretrained) / META).is_file():
+            return section
+        return {**section, "pretrained": str(ssl_encoder_folder(pretrained, section.get("kind", "wav2vec2")))}
+
+    args = resolve(dict(model_args))
+    if isinstance(args.get("frontend"), dict):
+        args["frontend"] = resolve(args["frontend"])
+    return args
+
+
+def ssl_encoder_folder(run_dir: str | Path, kind: str) -> Path:
+    """The Hugging Face folder of the ``kind`` encoder inside a finished run's model (written on first use)."""
+    from plastispoof.models.ssl import plain_encoder  # transformers: only runs with an SSL encoder need it
+
+    folder = Path(run_dir) / "encoders" / kind
+    if (folder / "config.json").is_file():
+        return folder
+    model, meta = load_run_model(run_dir)
+    encoder = plain_encoder(model, kind, f"run {run_dir} ({meta['model']['name']})")
+    with atomic_dir(folder) as partial:
+        encoder.save_pretrained(partial)
+    return folder

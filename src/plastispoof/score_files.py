@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from plastispoof.data.protocols import read_protocol_file
 from plastispoof.errors import InputError, summarise
 from plastispoof.fileio import atomic_write_text
 from plastispoof.metrics import AsvScores, check_tdcf_form, check_ties, compute_report
@@ -123,8 +124,6 @@ def score_protocol(scores_path: Path | str, protocol_path: Path | str, *, format
     ``ties``: ``grouped`` (default; equal scores are one threshold) or ``official`` (the official scorers'
     per-trial sweep, for comparing with published numbers); see the module notes.
     """
-    from plastispoof.data.protocols import read_protocol_file
-
     tdcf_form, ties = check_tdcf_form(tdcf_form), check_ties(ties)
     trials = read_protocol_file(Path(protocol_path), format)
     scores = read_scores(scores_path)

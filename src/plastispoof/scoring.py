@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from plastispoof.audio import load_audio, sliding_windows
+from plastispoof.audio import StreamedAudio, load_audio, sliding_windows
 from plastispoof.errors import InputError
 
 FIRST_CROP = "first-crop"  # the first num_samples samples, repeat-padded (training's dev scores, evaluate)
@@ -139,8 +139,9 @@ def batched_window_scores(score_batch: Callable[[np.ndarray], np.ndarray],
                           ) -> Iterator[tuple[Key, np.ndarray | None]]:
     """Score the windows of many items, the windows of consecutive items sharing batches.
 
-    ``items`` are ``(key, windows)`` with ``windows`` of shape ``(n, num_samples)``, or None for an item with
-    nothing to score (passed through). Each ``(key, window scores)`` comes out in the input order as soon as
+    ``items`` are ``(key, windows)`` with ``windows`` of shape ``(n, num_samples)`` (or any iterable of such rows,
+    e.g. the windows of a long file read block by block), or None for an item with nothing to score (passed
+    through). Each ``(key, window scores)`` comes out in the input order as soon as
     all its windows are scored; ``score_batch`` maps a ``(b, num_samples)`` float32 array to ``b`` scores and
     never sees more than ``batch_size`` rows.
 
@@ -154,7 +155,8 @@ def batched_window_scores(score_batch: Callable[[np.ndarray], np.ndarray],
     >>> sizes  # a's third window and b's window share the second batch
     [2, 2]
     """
-    waiting: deque[list[Any]] = deque()  # [key, scores so far or None, windows still unscored]
+    # [key, scores so far or None, windows still unscored, all windows handed over]
+    waiting: deque[list[Any]] = deque()
     pending: list[np.ndarray] = []
     owners: list[list[Any]] = []
 
@@ -167,19 +169,21 @@ def batched_window_scores(score_batch: Callable[[np.ndarray], np.ndarray],
         owners.clear()
 
     def finished() -> Iterator[tuple[Key, np.ndarray | None]]:
-        while waiting and waiting[0][2] == 0:
-            key, scores, _ = waiting.popleft()
+        while waiting and waiting[0][3] and waiting[0][2] == 0:
+            key, scores, _, _ = waiting.popleft()
             yield key, None if scores is None else np.asarray(scores, dtype=np.float32)
 
     for key, windows in items:
-        entry = [key, None if windows is None else [], 0 if windows is None else len(windows)]
+        entry = [key, None if windows is None else [], 0, False]
         waiting.append(entry)
-        for window in () if windows is None else windows:
+        for window in () if windows is None else windows:  # an array, or a generator over a long file
             pending.append(window)
             owners.append(entry)
+            entry[2] += 1
             if len(pending) == batch_size:
                 flush()
                 yield from finished()
+        entry[3] = True
         yield from finished()
     if pending:
         flush()
@@ -233,13 +237,21 @@ class WindowScorer:
         def items() -> Iterator[tuple[tuple[int, Key], np.ndarray | None]]:
             for index, (path, wave) in enumerate(decoded_ahead(paths, load, self.decode_workers)):
                 decoded[index] = wave
-                yield (index, path), None if isinstance(wave, InputError) else self.windows(wave)
+                if isinstance(wave, StreamedAudio):  # read here, block by block, as its windows are scored
+                    yield (index, path), wave.windows(self.num_samples)
+                else:
+                    yield (index, path), None if isinstance(wave, InputError) else self.windows(wave)
 
         for (index, path), scores in batched_window_scores(self.score_batch, items(), self.batch_size):
-            yield path, decoded.pop(index), scores
+            wave = decoded.pop(index)
+            if isinstance(wave, StreamedAudio) and wave.error is not None:
+                yield path, wave.error, None
+            else:
+                yield path, wave, scores
 
 
-def window_mean_scores(scorer: WindowScorer, trials: Sequence[Any], show_progress: bool = True) -> dict[str, float]:
+def window_mean_scores(scorer: WindowScorer, trials: Sequence[Any], show_progress: bool = True,
+                       description: str = "scoring whole files") -> dict[str, float]:
     """``{utt_id: score}`` of every trial, ``window-mean``: the whole file, as ``plastispoof score`` scores it,
     the windows of neighbouring files sharing batches. Used for dev thresholds, calibration dev scores and
     ``evaluate --full``. A file that cannot be decoded is an :class:`InputError`."""
@@ -247,7 +259,7 @@ def window_mean_scores(scorer: WindowScorer, trials: Sequence[Any], show_progres
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    progress = Progress(TextColumn("scoring whole files"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    progress = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console, transient=True, disable=not (show_progress and console.is_terminal))
     scores: dict[str, float] = {}
     with progress:

@@ -6,6 +6,7 @@ so a listener can see *where* in a long recording the model hears a spoof.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +16,26 @@ from plastispoof.audio import load_audio
 from plastispoof.plots import save_figure
 
 
-def timeline_path(out_dir: str | Path, audio_path: str | Path) -> Path:
-    """``<out_dir>/<file name with odd characters replaced>.png``."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(audio_path).name)
-    return Path(out_dir) / f"{name}.png"
+def timeline_path(out_dir: str | Path, audio_path: str | Path, taken: Collection[Path] = ()) -> Path:
+    """``<out_dir>/<file name with odd characters replaced>.png``; when that path is ``taken`` (another file of the
+    same name, from another folder), the parent folders' names are prefixed until it is free.
+
+    >>> timeline_path("t", "x/call.wav").as_posix(), timeline_path("t", "y/call.wav", [Path("t/call.wav.png")]).name
+    ('t/call.wav.png', 'y_call.wav.png')
+    """
+    parts = Path(audio_path).parts
+    for depth in range(1, len(parts) + 1):
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts[-depth:]).lstrip("/"))
+        path = Path(out_dir) / f"{name}.png"
+        if path not in taken:
+            return path
+    raise ValueError(f"no free timeline name for {audio_path} in {out_dir}")  # the same file given twice
 
 
-def plot_timeline(detector, result, out_dir: str | Path) -> Path:
+def plot_timeline(detector, result, path: str | Path) -> Path:
     """Write the timeline PNG of one scored file (``result`` from :meth:`Detector.iter_results` with segments)
-    to ``out_dir`` (:func:`timeline_path`)."""
-    return save_figure(timeline_figure(detector, result), timeline_path(out_dir, result.path))
+    to ``path`` (:func:`timeline_path` names one)."""
+    return save_figure(timeline_figure(detector, result), path)
 
 
 def timeline_figure(detector, result) -> Figure:

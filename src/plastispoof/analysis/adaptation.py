@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from plastispoof.analysis.recipes import REPO, load_recipe, merge_dicts, run_cell
 from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.config import ExperimentConfig, apply_overrides, load_config, validate

@@ -48,7 +48,8 @@ class BackendRow:
 
 
 CSV_COLUMNS = ["backend", "seeds", "eer_percent", "eer_std", "backend_params", "backend_macs_4s", "epoch_s"]
-COLUMNS = ["Back-end", "Seeds", "Test EER (%)", "Back-end params", "Back-end MACs per 4 s", "MACs vs reduction + AASIST",
+COLUMNS = ["Back-end", "Seeds", "Test EER (%)", "Back-end params", "Back-end MACs per 4 s",
+           "MACs vs reduction + AASIST",
            "Train s / epoch"]
 
 
@@ -71,7 +72,7 @@ def backend_config(recipe: dict, backend: str, root: Path, out: Path, seed: int,
 
 def backend_macs(model: torch.nn.Module, sample_rate: int) -> int:
     """MACs of the model's back-end on the features of ``FLOPS_SECONDS`` of audio (eval mode)."""
-    from plastispoof.cost import count_flops
+    from plastispoof.models.flops import count_flops
 
     model.eval()
     with torch.no_grad():
@@ -80,7 +81,7 @@ def backend_macs(model: torch.nn.Module, sample_rate: int) -> int:
 
 
 def measure(backend: str, cells: list[tuple[int, dict[str, Any], Path]], sample_rate: int) -> BackendRow:
-    from plastispoof.runs import read_jsonl, load_run_model
+    from plastispoof.runs import load_run_model, read_jsonl
 
     model, _ = load_run_model(cells[0][2])
     eer, eer_std = mean_std([100 * cell["report"]["eer"] for _, cell, _ in cells])

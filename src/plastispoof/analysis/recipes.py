@@ -18,6 +18,7 @@ import yaml
 
 from plastispoof.config import ExperimentConfig, apply_overrides, validate
 from plastispoof.errors import InputError
+from plastispoof.runs import with_encoder_folders
 
 REPO = Path(__file__).resolve().parents[3]  # configs/ lives at the repository root
 RECIPE = REPO / "configs" / "table1.yaml"
@@ -50,7 +51,8 @@ def run_config(recipe: dict, dataset: str, root: Path, model: str, strategy: str
         if key not in recipe[section]:
             raise InputError(f"{section[:-1]} {key!r} is not in the recipe; known: {', '.join(recipe[section])}")
     model_recipe = dict(recipe["models"][model])
-    strategy_args = merge_dicts(recipe["strategies"][strategy] or {}, model_recipe.pop("strategies", {}).get(strategy, {}))
+    strategy_args = merge_dicts(recipe["strategies"][strategy] or {},
+                                model_recipe.pop("strategies", {}).get(strategy, {}))
     strategy_args.update(strategy_extra or {})
     if strategy_args.get("baseline_run") == "auto":
         strategy_args["baseline_run"] = str(out / run_name(model, "baseline", seed))
@@ -72,7 +74,7 @@ def strategy_applies(model_cfg: ExperimentConfig) -> bool:
     from plastispoof.registry import STRATEGIES
 
     strategy_cls = STRATEGIES.get_or_fail(model_cfg.strategy.name)
-    return strategy_cls.applies_to(build_model(model_cfg.model.name, **model_cfg.model.args))
+    return strategy_cls.applies_to(build_model(model_cfg.model.name, **with_encoder_folders(model_cfg.model.args)))
 
 
 def run_cell(cfg: ExperimentConfig, eval_subset: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from plastispoof.analysis.recipes import RECIPE, load_recipe, run_cell, run_config, strategy_applies
 from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
+from plastispoof.data.synthetic import write_corpus
 from plastispoof.fileio import atomic_write_text
 
 DEMO_MODELS = ["resnet18", "grnn"]
@@ -71,7 +72,8 @@ COLUMNS = ["Dataset", "Model", "Training strategy", "Test EER (%)", "Backward ti
 
 
 def table_cells(row: Table1Row) -> list[str]:
-    return [row.dataset, row.model, row.strategy, _cell(row.eer, row.eer_std), _cell(row.backward_ms, row.backward_ms_std),
+    return [row.dataset, row.model, row.strategy, _cell(row.eer, row.eer_std),
+            _cell(row.backward_ms, row.backward_ms_std),
             _cell(row.params_m, row.params_m_std), _cell(row.trainable_m, row.trainable_m_std)]
 
 
@@ -120,10 +122,11 @@ def table1(dataset: str, root: Path, models: list[str] | None = None, strategies
     return write_table(rows, out, "table1")
 
 
-def run_demo(out: Path = Path("runs/demo"), epochs: int | None = None) -> str:
-    """Embedded corpus (demo profile, cached) -> Table I for ResNet18 and GRNN with the four strategies."""
-    from plastispoof.data.synthetic import write_corpus
-
-    root = write_corpus(Path(out) / "corpus", profile="demo", seed=42)
+def run_demo(out: Path = Path("runs/demo"), epochs: int | None = None, profile: str = "demo",
+             overrides: list[str] | None = None) -> str:
+    """Embedded corpus (demo profile, cached) -> Table I for ResNet18 and GRNN with the four strategies
+    (``profile="tiny"`` and ``overrides`` give a quick check of the whole path, not the demo's numbers)."""
+    root = write_corpus(Path(out) / f"corpus-{profile}" if profile != "demo" else Path(out) / "corpus",
+                        profile=profile, seed=42)
     return table1("synthetic", root, models=DEMO_MODELS, strategies=DEMO_STRATEGIES, seeds=[42],
-                  out=Path(out), epochs=epochs)
+                  out=Path(out), epochs=epochs, overrides=overrides)

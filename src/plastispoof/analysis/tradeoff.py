@@ -7,12 +7,13 @@
 and the plot draws the EER's std as error bars. Each kappa also gets an equal-FLOPs control: the plain model
 narrowed by hand to the uniform ``width`` whose FLOPs are nearest the kappa run's final FLOPs, trained as many
 epochs as the kappa run's stages together. The final width of every dynamic site, grouped by stack (ResNet's
-``layer1`` .. ``layer4``), is tabled under the main table. Configs come from ``configs/table1.yaml`` with ``configs/dynamic_width/tradeoff.yaml``
+``layer1`` .. ``layer4``), is tabled under the main table. Configs come from ``configs/table1.yaml`` with
+``configs/dynamic_width/tradeoff.yaml``
 merged over it (extra models such as ``resnet34`` and the ``dynamic-width`` options), through the same
 config resolution as Table I.
 
 FLOPs are those of the final (shrunk, plain) model's forward pass on 4 s of audio, counted by
-:func:`plastispoof.cost.count_flops`: front-end included, 2 FLOPs per multiply-accumulate.
+:func:`plastispoof.models.flops.count_flops`: front-end included, 2 FLOPs per multiply-accumulate.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from plastispoof.analysis.recipes import REPO, RECIPE, load_recipe, merge_dicts, run_cell, run_config, run_name
+from plastispoof.analysis.recipes import RECIPE, REPO, load_recipe, merge_dicts, run_cell, run_config, run_name
 from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.capacity import build_strategy
 from plastispoof.capacity.dynamic_width.flops import BUDGET_NAME
@@ -34,9 +35,10 @@ from plastispoof.capacity.dynamic_width.strategy import DynamicWidthOptions
 from plastispoof.capacity.dynamic_width.transforms import MakeWidthsDynamic
 from plastispoof.capacity.growth import site_width
 from plastispoof.config import ExperimentConfig, apply_overrides
-from plastispoof.cost import count_flops, parameter_counts
+from plastispoof.cost import parameter_counts
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_path, atomic_write_text
+from plastispoof.models.flops import count_flops
 
 TRADEOFF_RECIPE = REPO / "configs" / "dynamic_width" / "tradeoff.yaml"
 STRATEGY = "dynamic-width"
@@ -254,7 +256,8 @@ def model_width(model: str, model_args: dict[str, Any]) -> int | None:
     return None if width is None else int(width)
 
 
-def equal_flops_width(model: str, model_args: dict[str, Any], target_flops: float, sample_rate: int) -> tuple[int, float]:
+def equal_flops_width(model: str, model_args: dict[str, Any], target_flops: float,
+                      sample_rate: int) -> tuple[int, float]:
     """The uniform ``width`` (1 .. the model's own) whose plain model's FLOPs on 4 s are nearest ``target_flops``,
     and those FLOPs. FLOPs grow with the width, so a bisection finds the two widths around the target.
 

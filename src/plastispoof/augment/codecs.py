@@ -1,7 +1,8 @@
 """Codec round trips through PyAV (FFmpeg's libraries, shipped in the ``av`` wheel): encode, decode, realign.
 
 A round trip resamples to the codec's own rate when it needs one (G.711, G.726 and AMR-NB are narrow-band 8 kHz
-codecs; Opus is coded at 48 kHz, the rate FFmpeg's Opus decoders return whatever was encoded), encodes with FFmpeg's encoder at the given bit rate, decodes the packets straight back (no container,
+codecs; Opus is coded at 48 kHz, the rate FFmpeg's Opus decoders return whatever was encoded), encodes with
+FFmpeg's encoder at the given bit rate, decodes the packets straight back (no container,
 no temp files) and resamples to the input rate. Encoders add a start-up delay (MP3, AAC and Opus prime their
 filter banks); the decoded signal is realigned by the lag of the cross-correlation peak and cut / padded to the
 input length, so the output has the same length and rate as the input and no time shift.

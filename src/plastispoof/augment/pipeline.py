@@ -20,8 +20,16 @@ from pydantic import TypeAdapter, ValidationError
 from scipy.signal import butter, sosfiltfilt
 
 from plastispoof.augment import codecs
-from plastispoof.augment.config import (AugmentList, AugmentOptions, CodecOptions, GainOptions, NoiseOptions,
-                                        RawBoostOptions, ReverbOptions, TelephoneOptions)
+from plastispoof.augment.config import (
+    AugmentList,
+    AugmentOptions,
+    CodecOptions,
+    GainOptions,
+    NoiseOptions,
+    RawBoostOptions,
+    ReverbOptions,
+    TelephoneOptions,
+)
 from plastispoof.augment.noise import COLOURS, NoiseBank, add_at_snr, coloured_noise, noise_files
 from plastispoof.augment.rawboost import RawBoostParams, rawboost
 from plastispoof.augment.reverb import generated_rir, reverberate, rir_files
@@ -116,7 +124,10 @@ class AugmentPipeline:
             rng = np.random.default_rng((*key, k))
             if rng.random() < options.p:
                 y = augment(y, rng)
-        return np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+                if not np.isfinite(y).all():  # a finite input turned non-finite: a bug in that augmentation
+                    raise RuntimeError(f"augmentation {options.name!r} made NaN or infinite samples (key {key}); "
+                                       "this is a bug, please report it")
+        return y.astype(np.float32, copy=False)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_augmenters": None}  # closures do not pickle; workers rebuild them

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import fftconvolve
 
-from plastispoof.errors import InputError
 from plastispoof.augment.noise import AUDIO_SUFFIXES
+from plastispoof.errors import InputError
 
 DECAY_60_DB = np.log(1000.0)  # amplitude falls by 10^3 (60 dB) over RT60
 

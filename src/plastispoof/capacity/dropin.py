@@ -24,8 +24,15 @@ from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from plastispoof.capacity.base import OptionsTransform, Stage, Strategy, StrategyOptions
-from plastispoof.capacity.growth import (InitName, LayerChoice, NeuronInit, freeze_original, grow_site,
-                                         resolve_count, select_sites)
+from plastispoof.capacity.growth import (
+    InitName,
+    LayerChoice,
+    NeuronInit,
+    freeze_original,
+    grow_site,
+    resolve_count,
+    select_sites,
+)
 from plastispoof.registry import STRATEGIES, TRANSFORMS
 
 

@@ -40,8 +40,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plastispoof.capacity.surgery import (GRU_GATES, LayerWrapper, interleave_gates, output_width, parameter_copy,
-                                          rebuilt, replace_wrappers, site_layers, site_producers, unwrap)
+from plastispoof.capacity.surgery import (
+    GRU_GATES,
+    LayerWrapper,
+    interleave_gates,
+    output_width,
+    parameter_copy,
+    rebuilt,
+    replace_wrappers,
+    site_layers,
+    site_producers,
+    unwrap,
+)
 from plastispoof.errors import InputError
 from plastispoof.models.base import GrowthSite, get_module, set_module
 

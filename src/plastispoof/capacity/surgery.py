@@ -189,4 +189,4 @@ def narrow_site(model: nn.Module, site: GrowthSite, keep: int) -> None:
     """Keep the first ``keep`` neurons of ``site`` in every layer of it (inside wrappers, which stay)."""
     for path, side in site_layers(site):
         narrow = keep_outputs if side == "outputs" else keep_inputs
-        change_layer(model, path, lambda layer: narrow(layer, keep))
+        change_layer(model, path, lambda layer, narrow=narrow: narrow(layer, keep))

@@ -4,7 +4,8 @@ labelled examples of them, and measure both what it learns and what it forgets.
 The embedded corpus's eval subset holds the seen attacks (A01-A06, also in train and dev) and the unseen ones
 (A07-A13, eval only). :func:`write_adaptation_split` splits the eval **speakers** (so no voice is in both the
 adaptation set and the test): a seeded share of them (``fraction``) gives the labelled adaptation set (split by
-trial into train and dev), the rest are held out for testing. Two corpus roots are written beside the corpus, in the same ASVspoof 2019 LA layout
+trial into train and dev), the rest are held out for testing. Two corpus roots are written beside the corpus, in the
+same ASVspoof 2019 LA layout
 (audio linked, not copied), so every command reads them as ``--dataset synthetic``::
 
     <corpus>/adaptation/               train, dev: adaptation speakers, bona fide + NEW (unseen) attacks

@@ -5,12 +5,21 @@ for the same crop every epoch, so training on its back-end need not run the enco
 keeps one safetensors file per utterance, under a key that fingerprints the front-end and its weights
 (:meth:`~plastispoof.models.ssl.SSLFrontend.cache_key`), and :class:`CachedFeatureDataset` serves them to
 training and to the dev scoring of every epoch (``data.feature_cache`` in a config).
+
+At real size (25,380 ASVspoof 2019 LA training utterances through a 24-layer XLS-R read by a weighted layer sum:
+25 states x 201 frames x 1024 numbers each) the cache is large, so it keeps only the hidden states the
+back-end reads (:attr:`~plastispoof.models.ssl.SSLFrontend.num_encoded_states`: the last one for ``last``, every
+layer for a learnt mix) in float16 (``data.feature_cache_dtype``; float32 doubles it), says the bytes per
+utterance and the total before encoding anything (:func:`plan_cache`), and refuses with one line when the disk
+does not have the room.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +29,9 @@ from torch.utils.data import Dataset
 
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_path, atomic_write_json
+
+CACHE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+_FILE_OVERHEAD = 128  # safetensors header of one "features" tensor, about
 
 if TYPE_CHECKING:
     from plastispoof.models.ssl import SSLFrontend
@@ -48,8 +60,11 @@ class FeatureCache:
     (torch.Size([1, 3, 4]), True)
     """
 
-    def __init__(self, directory: str | Path, key: str):
+    def __init__(self, directory: str | Path, key: str, dtype: str = "float32"):
+        if dtype not in CACHE_DTYPES:
+            raise InputError(f"feature cache dtype must be one of {', '.join(CACHE_DTYPES)}; got {dtype!r}")
         self.root = Path(directory) / key
+        self.dtype = CACHE_DTYPES[dtype]
 
     def path(self, utt_id: str) -> Path:
         return self.root / _file_name(utt_id)
@@ -62,13 +77,13 @@ class FeatureCache:
         if not path.is_file():
             return None
         try:
-            return load_file(str(path))["features"]
+            return load_file(str(path))["features"].float()  # stored in self.dtype, computed with in float32
         except Exception as err:  # safetensors raises its own types for damaged files
             raise InputError(f"feature cache file {path} is unreadable ({err}); delete it to recompute") from None
 
     def put(self, utt_id: str, features: torch.Tensor) -> None:
         with atomic_path(self.path(utt_id)) as tmp:
-            save_file({"features": features.detach().to("cpu").contiguous()}, str(tmp))
+            save_file({"features": features.detach().to("cpu", self.dtype).contiguous()}, str(tmp))
 
     def describe(self, info: dict[str, Any]) -> None:
         """Write ``info.json`` beside the features (which front-end made them), once."""
@@ -93,13 +108,17 @@ class CachedFeatureDataset(Dataset):
     checkpoint) must call :meth:`bind` again, or features of the old weights would be read and written.
     """
 
-    def __init__(self, dataset, frontend: SSLFrontend, directory: str | Path, *, bind: bool = True):
+    def __init__(self, dataset, frontend: SSLFrontend, directory: str | Path, *, bind: bool = True,
+                 dtype: str = "float16", report=None):
         if getattr(dataset, "train", False):
             raise InputError("cached SSL features need a fixed crop per utterance: build the dataset with train=False")
         self.dataset = dataset
         self.directory = Path(directory)
         self.frontend = frontend
         self.cache: FeatureCache | None = None
+        self.dtype = dtype
+        self.report = report  # called with the plan's line before the first encoding (default: printed to stderr)
+        self.planned = False
         _check_frozen(frontend)
         if bind:
             self.bind(frontend)
@@ -109,10 +128,34 @@ class CachedFeatureDataset(Dataset):
         _check_frozen(frontend)
         dataset = self.dataset
         self.frontend = frontend
-        key = frontend.cache_key(num_samples=dataset.num_samples, sample_rate=dataset.sample_rate)
-        self.cache = FeatureCache(self.directory, key)
-        self.cache.describe({"kind": frontend.kind, "states": frontend.num_encoded_states,
+        inputs = {"num_samples": dataset.num_samples, "sample_rate": dataset.sample_rate}
+        if self.dtype != "float32":  # float32 caches keep the keys they had before the dtype was a choice
+            inputs["dtype"] = self.dtype
+        self.cache = FeatureCache(self.directory, frontend.cache_key(**inputs), self.dtype)
+        self.planned = False
+        self.cache.describe({"kind": frontend.kind, "states": frontend.num_encoded_states, "dtype": self.dtype,
                              "num_samples": dataset.num_samples, "sample_rate": dataset.sample_rate})
+
+    def plan(self) -> "CachePlan":
+        """Check the room the missing utterances need on the cache's disk (once per binding): report the plan,
+        or refuse with one line when it does not fit."""
+        cache = self._bound_cache()
+        missing = sum(trial.utt_id not in cache for trial in self.dataset.trials)
+        plan = plan_cache(self.frontend, self.dataset.num_samples, len(self.dataset), missing, self.directory,
+                          self.dtype)
+        if not self.planned:
+            self.planned = True
+            if self.report is not None:
+                self.report(plan.line())
+            elif missing:
+                from rich.console import Console
+
+                Console(stderr=True, highlight=False).print(plan.line())
+        if plan.needed_bytes > plan.free_bytes:
+            raise InputError(f"the feature cache in {self.directory} needs {_size(plan.needed_bytes)} for "
+                             f"{plan.missing:,} utterances ({_size(plan.bytes_per_utterance)} each) but its disk has "
+                             f"{_size(plan.free_bytes)} free; point data.feature_cache at a larger disk")
+        return plan
 
     def _bound_cache(self) -> FeatureCache:
         if self.cache is None:
@@ -135,9 +178,12 @@ class CachedFeatureDataset(Dataset):
         cache = self._bound_cache()
         states = cache.get(trial.utt_id)
         if states is None:
+            if not self.planned:
+                self.plan()
             waveform, _, _ = self.dataset[index]
             states = self._encode(waveform.unsqueeze(0))[0]
             cache.put(trial.utt_id, states)
+            states = states.to(cache.dtype).float()  # what every later epoch reads back
         return states, trial.target, index
 
     def scores(self, model: torch.nn.Module, batch_size: int, indices: list[int] | None = None) -> dict[str, float]:
@@ -167,6 +213,8 @@ class CachedFeatureDataset(Dataset):
         """Encode every utterance not cached yet, ``batch_size`` at a time; returns how many were encoded."""
         cache = self._bound_cache()
         missing = [i for i, trial in enumerate(self.dataset.trials) if trial.utt_id not in cache]
+        if missing and not self.planned:
+            self.plan()
         for start in range(0, len(missing), batch_size):
             chunk = missing[start:start + batch_size]
             states = self._encode(torch.stack([self.dataset[i][0] for i in chunk]))
@@ -176,13 +224,69 @@ class CachedFeatureDataset(Dataset):
 
 
 def first_crop_features(trials: list[Any], frontend: SSLFrontend, directory: str | Path, num_samples: int,
-                        sample_rate: int, *, bind: bool = True) -> CachedFeatureDataset:
+                        sample_rate: int, *, bind: bool = True, dtype: str = "float16") -> CachedFeatureDataset:
     """The cached features of ``trials``' fixed first crops (``num_samples``, repeat-padded): what dev scoring
     during training and ``evaluate`` read, with :meth:`CachedFeatureDataset.scores`."""
     from plastispoof.data.dataset import TrialDataset
 
     dataset = TrialDataset(list(trials), num_samples=num_samples, sample_rate=sample_rate, train=False)
-    return CachedFeatureDataset(dataset, frontend, directory, bind=bind)
+    return CachedFeatureDataset(dataset, frontend, directory, bind=bind, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """How much room a feature cache takes: per utterance, for the utterances still to encode, and free."""
+
+    states: int
+    frames: int
+    dim: int
+    dtype: str
+    utterances: int
+    missing: int
+    bytes_per_utterance: int
+    free_bytes: int
+
+    @property
+    def needed_bytes(self) -> int:
+        return self.missing * self.bytes_per_utterance
+
+    def line(self) -> str:
+        return (f"feature cache: {self.states} state(s) x {self.frames} frames x {self.dim} {self.dtype} = "
+                f"{_size(self.bytes_per_utterance)} an utterance; {self.missing:,} of {self.utterances:,} to encode "
+                f"= {_size(self.needed_bytes)} ({_size(self.free_bytes)} free)")
+
+
+def encoded_frames(frontend: SSLFrontend, num_samples: int) -> int:
+    """Frames the encoder makes of ``num_samples`` samples (its convolutional feature extractor's arithmetic)."""
+    frames = num_samples
+    for kernel, stride in zip(frontend.ssl.config.conv_kernel, frontend.ssl.config.conv_stride):
+        frames = (frames - kernel) // stride + 1
+    return max(frames, 0)
+
+
+def plan_cache(frontend: SSLFrontend, num_samples: int, utterances: int, missing: int, directory: str | Path,
+               dtype: str = "float16") -> CachePlan:
+    """The room a cache of ``utterances`` first crops takes, ``missing`` of them still to encode, and the free space
+    on ``directory``'s disk (its nearest existing parent)."""
+    frames = encoded_frames(frontend, num_samples)
+    states, dim = frontend.num_encoded_states, frontend.output_dim
+    per = states * frames * dim * CACHE_DTYPES[dtype].itemsize + _FILE_OVERHEAD
+    existing = Path(directory).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    return CachePlan(states, frames, dim, dtype, utterances, missing, per, shutil.disk_usage(existing).free)
+
+
+def _size(n: float) -> str:
+    """
+    >>> _size(1536), _size(5.5e9)
+    ('1.5 KiB', '5.1 GiB')
+    """
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} TiB"
 
 
 def _check_frozen(frontend: SSLFrontend) -> None:

@@ -282,7 +282,13 @@ def read_dataset(name: str, root: str | os.PathLike, subset: str, *, check_audio
     root = Path(root)
     if not root.exists():
         raise InputError(f"dataset root not found: {root}")
-    trials = reader(root, subset)
+    try:
+        trials = reader(root, subset)
+    except InputError as err:
+        other = looks_like(root, exclude=name)
+        if other is None:
+            raise
+        raise InputError(f"{err}; {root} looks like {other[0]} instead (found {other[1]})") from None
     if check_audio:
         missing = [str(trial.path) for trial in trials if not trial.path.is_file()]
         if missing:
@@ -303,6 +309,36 @@ def _first_existing(candidates: list[Path], what: str) -> Path:
     return found
 
 
+# What each corpus leaves on disk, relative to its root or one or two folders below (unpacked archives nest).
+CORPUS_SIGNATURES: dict[str, tuple[str, ...]] = {
+    "asv19-la": ("ASVspoof2019_LA_cm_protocols",),
+    "asv19-pa": ("ASVspoof2019_PA_cm_protocols",),
+    "asv21-la": ("keys/LA/CM/trial_metadata.txt", "ASVspoof2021_LA_eval"),
+    "asv21-df": ("keys/DF/CM/trial_metadata.txt", "ASVspoof2021_DF_eval"),
+    "asv5": ("ASVspoof5.train.tsv", "ASVspoof5.dev.track_1.tsv", "ASVspoof5.train.metadata.txt", "flac_T"),
+    "in-the-wild": ("release_in_the_wild/meta.csv",),
+    "for-original": ("for-original",), "for-norm": ("for-norm",), "for-2sec": ("for-2sec", "for-2seconds"),
+    "for-rerec": ("for-rerec", "for-rerecorded"),
+    "csv": ("protocol.csv",),
+}
+
+
+def looks_like(root: str | os.PathLike, exclude: str | None = None) -> tuple[str, str] | None:
+    """``(corpus name, the path that says so)`` of the first known corpus whose files are under ``root`` (at
+    most two folders down), other than ``exclude`` (and the corpora that share its layout); None if none is."""
+    root = Path(root)
+    same = {"asv19-la", exclude} if exclude == "synthetic" else {exclude}  # the embedded corpus is in LA layout
+    for name, marks in CORPUS_SIGNATURES.items():
+        if name in same:
+            continue
+        for mark in marks:
+            for prefix in ("", "*/", "*/*/"):
+                found = next(iter(root.glob(prefix + mark)), None)
+                if found is not None:
+                    return name, str(found)
+    return None
+
+
 def _with_subset(trials: list[Trial], subset: str) -> list[Trial]:
     return [replace(trial, subset=subset) for trial in trials]
 
@@ -313,10 +349,15 @@ def _asvspoof2019_reader(access: str) -> Reader:
 
     def read(root: Path, subset: str) -> list[Trial]:
         subset = _choose_subset(dataset, subset, {"train": "train", "dev": "dev", "eval": "eval"})
-        base = root / access if (root / access).is_dir() else root
+        protocols = f"ASVspoof2019_{access}_cm_protocols"
+        # LA.zip unpacks to LA/; unpacked into a folder of the same name it becomes LA/LA/.
+        base = next((b for b in (root / access, root / access / access, root) if (b / protocols).is_dir()),
+                    root / access if (root / access).is_dir() else root)
         suffix = "trn" if subset == "train" else "trl"
-        protocol = base / f"ASVspoof2019_{access}_cm_protocols" / f"ASVspoof2019.{access}.cm.{subset}.{suffix}.txt"
+        protocol = base / protocols / f"ASVspoof2019.{access}.cm.{subset}.{suffix}.txt"
         audio_dir = base / f"ASVspoof2019_{access}_{subset}" / "flac"
+        if not audio_dir.is_dir() and audio_dir.parent.is_dir():  # the files straight in the subset folder
+            audio_dir = audio_dir.parent
         return _with_subset(read_protocol_file(protocol, "asvspoof2019", audio_dir=audio_dir), subset)
 
     return read
@@ -328,8 +369,14 @@ def _asvspoof2021_reader(track: str) -> Reader:
     ``hidden`` (every ``hidden_*``), an exact value, or ``all``."""
 
     def read(root: Path, subset: str) -> list[Trial]:
-        keys = root / "keys" / track / "CM" / "trial_metadata.txt"
-        trials = read_protocol_file(keys, "asvspoof2021", audio_dir=root / f"ASVspoof2021_{track}_eval" / "flac")
+        # The keys archive (<track>-keys-full.tar.gz) unpacks to keys/<track>/CM/, sometimes inside its own folder.
+        keys = _first_existing([folder / "keys" / track / "CM" / "trial_metadata.txt"
+                                for folder in (root, root / f"{track}-keys-full", root / track)],
+                               f"ASVspoof 2021 {track} keys")
+        audio_dir = root / f"ASVspoof2021_{track}_eval" / "flac"
+        if not audio_dir.is_dir() and audio_dir.parent.is_dir():  # the files straight in the eval folder
+            audio_dir = audio_dir.parent
+        trials = read_protocol_file(keys, "asvspoof2021", audio_dir=audio_dir)
         if subset == "all":
             return trials
         chosen = [t for t in trials if t.subset == subset or t.subset.startswith(f"{subset}_")]

@@ -677,18 +677,21 @@ ATTACKS: dict[str, Attack] = {a.attack_id: a for a in (
            True, harmonic_resynthesis),
     Attack("A04", "low-pass 5.9-4.2 kHz + mu-law 10-8 bit", "missing high band, quantisation noise",
            True, codec),
-    Attack("A05", "low band kept, random-phase noise above 3.5-2 kHz with a time-smoothed envelope, 5-8 dB off in level",
+    Attack("A05", "low band kept, random-phase noise above 3.5-2 kHz with a time-smoothed envelope, 5-8 dB off in "
+           "level",
            "noisy, over-smooth high band", True, envelope_noise_vocoder),
     Attack("A06", "two takes joined every 50-180 ms with 2-0 ms cross-fades",
            "F0 / formant / colour / level jumps at joins",
            True, partial(concatenation, takes=2, unit_ms=(50, 180), crossfade_ms=4.0, misalign_ms=0.0)),
-    Attack("A07", "8 kHz behind a leaky anti-alias filter (5.7-7.4 kHz) -> polyphase upsampling", "empty high band, aliasing folded into the low band",
+    Attack("A07", "8 kHz behind a leaky anti-alias filter (5.7-7.4 kHz) -> polyphase upsampling",
+           "empty high band, aliasing folded into the low band",
            False, resample_aliasing),
     Attack("A08", "phase-vocoder pitch shift (2-3.5 semitones)", "phasiness, shifted formants",
            False, pitch_shift_vc),
     Attack("A09", "88-48-band mel, other framing -> Griffin-Lim (9-2 iterations) (kin of A01)",
            "phase incoherence", False, partial(griffin_lim, n_mels=(128, 48), n_fft=640, hop=160, iterations=(16, 2))),
-    Attack("A10", "22-14 MFCC envelope x pulse / noise excitation (STFT domain), over-smoothed", "smeared formants, buzz",
+    Attack("A10", "22-14 MFCC envelope x pulse / noise excitation (STFT domain), over-smoothed",
+           "smeared formants, buzz",
            False, mfcc_vocoder),
     Attack("A11", "A05-like noisy high band + frame-rate modulation + tones at multiples of fs/8 or fs/16",
            "upsampling fingerprints",
@@ -796,6 +799,9 @@ def _run_jobs(jobs: list, description: str, work: Callable = _write_audio, paral
     starting workers; returns the results in job order. ``work`` must be a module-level function (picklable)."""
     workers = min(len(os.sched_getaffinity(0)), 8) if len(jobs) >= parallel_from else 1
     console = Console(stderr=True)
+    # One line at once, whatever stderr is: writing a corpus takes minutes and must not look hung.
+    console.print(f"{description}: {len(jobs):,} files on {workers} process{'es' if workers > 1 else ''}",
+                  highlight=False)
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as progress:
@@ -834,20 +840,27 @@ def is_complete(out: Path, profile: str, seed: int) -> bool:
         profile, seed, GENERATOR_VERSION)
 
 
-def write_corpus(out: Path, profile: str = "tiny", seed: int = 42) -> Path:
+def write_corpus(out: Path, profile: str = "tiny", seed: int = 42, force: bool = False) -> Path:
     """Write the embedded corpus under ``out`` in the ASVspoof 2019 LA layout and return the corpus root.
 
     ``out/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{train.trn,dev.trl,eval.trl}.txt`` list
     ``SPEAKER UTT - ATTACK KEY``; audio is ``out/LA/ASVspoof2019_LA_{train,dev,eval}/flac/<UTT>.flac``
     (16 kHz, 16-bit). The same profile and seed give the same bytes. A corpus is finished when its stamp
-    (``plastispoof_synth.json``, written last) is there: then this returns at once; anything else in
-    ``out`` (a half-written corpus, another profile or seed) is rewritten.
+    (``plastispoof_synth.json``, written last) is there: then this returns at once. A half-written corpus, or one
+    of an older generator, is rewritten; a finished corpus of another profile or seed is refused unless ``force``.
     """
     if profile not in PROFILES:
         raise InputError(f"unknown corpus profile {profile!r}; known: {', '.join(sorted(PROFILES))}")
     root = Path(out)
     if is_complete(root, profile, seed):
         return root
+    try:
+        stamp = json.loads((root / STAMP_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stamp = None
+    if stamp and (stamp.get("profile"), stamp.get("seed")) != (profile, seed) and not force:
+        raise InputError(f"{root} holds the {stamp.get('profile')} corpus of seed {stamp.get('seed')}; writing the "
+                         f"{profile} corpus of seed {seed} there would replace it: choose another --out, or --force")
     stamp_path = root / STAMP_NAME
     stamp_path.unlink(missing_ok=True)
     entries, jobs = _plan_corpus(root, PROFILES[profile], seed)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from plastispoof.errors import InputError
+from plastispoof.registry import MODELS
 
 SiteKind = Literal["conv", "linear", "gru", "attention"]
 
@@ -53,6 +54,8 @@ class SpoofModel(nn.Module):
 
     registry_name: ClassVar[str] = ""
     sample_rate: ClassVar[int] = 16000
+    # What score() returns (card.json and `info` say it): every model's score is higher = more bona fide.
+    score_convention: ClassVar[str] = "bona fide logit - spoof logit (logit index 1 = bona fide, 0 = spoof)"
 
     def __init__(self, **config: Any):
         super().__init__()
@@ -81,10 +84,22 @@ class SpoofModel(nn.Module):
         return logits[:, 1] - logits[:, 0]
 
 
+def model_class(name: str) -> type[SpoofModel]:
+    """The class a registered model name builds (a registered ``functools.partial`` names its class too)."""
+    factory = MODELS.get_or_fail(name)
+    return getattr(factory, "func", factory)
+
+
+def check_sample_rate(name: str, sample_rate: int) -> None:
+    """InputError unless model ``name`` works at ``sample_rate`` (its front-end's filters are built for one rate)."""
+    model_rate = model_class(name).sample_rate
+    if sample_rate != model_rate:
+        raise InputError(f"model {name} works on {model_rate} Hz audio but data.sample_rate is {sample_rate}: set "
+                         f"data.sample_rate: {model_rate} (files at other rates are resampled when read)")
+
+
 def build_model(name: str, **config: Any) -> SpoofModel:
     """Build a registered model by name (``config`` = its constructor arguments)."""
-    from plastispoof.registry import MODELS
-
     cls = MODELS.get_or_fail(name)
     try:
         model = cls(**config)

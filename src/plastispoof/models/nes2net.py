@@ -64,7 +64,7 @@ from plastispoof.errors import InputError
 from plastispoof.models.aasist import AASISTBackend
 from plastispoof.models.base import GrowthSite, SpoofModel
 from plastispoof.models.ssl import SSLFrontend
-from plastispoof.registry import MODELS
+from plastispoof.registry import BACKENDS, MODELS
 
 Activation = Literal["relu", "selu"]
 Pooling = Literal["mean", "attentive"]
@@ -315,26 +315,22 @@ class ReductionAASIST(Backend):
 
 
 # Bare back-ends by name (``plastispoof cost`` and the SSL models below); each takes ``input_dim`` + options.
-BACKENDS: dict[str, Callable[..., Backend]] = {
-    "nes2net": Nes2Net,
-    "nes2net-x": partial(Nes2Net, stacked=True),
-    # The authors' released SeLU model is the X variant.
-    "nes2net-selu": partial(Nes2Net, stacked=True, activation="selu"),
-    "linear": LinearHead,
-    "reduction-aasist": ReductionAASIST,
-}
+BACKENDS.register("nes2net")(Nes2Net)
+BACKENDS.register("nes2net-x")(partial(Nes2Net, stacked=True))
+BACKENDS.register("nes2net-selu")(partial(Nes2Net, stacked=True, activation="selu"))  # the authors' released model
+BACKENDS.register("linear")(LinearHead)
+BACKENDS.register("reduction-aasist")(ReductionAASIST)
 
 
 def build_backend(name: str, input_dim: int = 1024, **options: Any) -> Backend:
-    """A bare back-end from :data:`BACKENDS` for ``(B, input_dim, frames)`` features.
+    """A bare back-end from :data:`plastispoof.registry.BACKENDS` for ``(B, input_dim, frames)`` features.
 
     >>> sum(p.numel() for p in build_backend("nes2net-x").parameters())
     512039
     """
-    if name not in BACKENDS:
-        raise InputError(f"unknown back-end {name!r}; known: {', '.join(BACKENDS)}")
+    factory = BACKENDS.get_or_fail(name)
     try:
-        return BACKENDS[name](input_dim=input_dim, **options)
+        return factory(input_dim=input_dim, **options)
     except TypeError as err:
         raise InputError(f"back-end {name!r}: {err}") from None
 

@@ -109,5 +109,13 @@ class ResNet(SpoofModel):
         return sites
 
 
-MODELS.register("resnet18")(partial(ResNet, layers=(2, 2, 2, 2)))
-MODELS.register("resnet34")(partial(ResNet, layers=(3, 4, 6, 3)))
+def _depth(layers: tuple[int, int, int, int]) -> partial:
+    """ResNet at one depth; the partial carries the class attributes callers read off a registered model
+    (sample_rate, score_convention, ...), as a registered class would."""
+    factory = partial(ResNet, layers=layers)
+    factory.__dict__.update({name: getattr(ResNet, name) for name in ("sample_rate", "score_convention")})
+    return factory
+
+
+MODELS.register("resnet18")(_depth((2, 2, 2, 2)))
+MODELS.register("resnet34")(_depth((3, 4, 6, 3)))

@@ -38,8 +38,15 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (HubertConfig, HubertModel, PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig,
-                          WavLMModel)
+from transformers import (
+    HubertConfig,
+    HubertModel,
+    PreTrainedModel,
+    Wav2Vec2Config,
+    Wav2Vec2Model,
+    WavLMConfig,
+    WavLMModel,
+)
 
 from plastispoof.errors import InputError
 from plastispoof.features import Raw
@@ -77,8 +84,9 @@ def _choice(value: str, allowed, what: str) -> str:
 
 def load_encoder(kind: str, size: str, pretrained: str | None, overrides: dict[str, Any]) -> PreTrainedModel:
     """A transformers SSL model of ``kind``: random weights of ``size``, or those at ``pretrained`` (a local
-    directory or hub id, or a plastispoof run directory whose model holds such an encoder: see
-    :func:`encoder_of_run`; the checkpoint's config wins over ``size``). ``overrides`` apply to the config."""
+    directory or hub id; the checkpoint's config wins over ``size``). ``overrides`` apply to the config. A
+    plastispoof run directory is turned into such a folder before the model is built
+    (:func:`plastispoof.runs.with_encoder_folders`): models read folders, not runs."""
     config_class, model_class = KINDS[_choice(kind, KINDS, "kind")]
     if pretrained is None:
         try:
@@ -86,7 +94,8 @@ def load_encoder(kind: str, size: str, pretrained: str | None, overrides: dict[s
         except (TypeError, ValueError) as err:  # a bad override value
             raise InputError(f"SSL front-end {kind} {size}: bad config override ({err})") from None
     if (Path(pretrained) / "meta.json").is_file():
-        return encoder_of_run(pretrained, kind, overrides)
+        raise InputError(f"{pretrained} is a plastispoof run directory: build the model from its config (train, "
+                         "reproduce), which reads the run's encoder as a Hugging Face folder")
     try:
         return model_class.from_pretrained(pretrained, **overrides)
     except (OSError, ValueError) as err:
@@ -94,27 +103,23 @@ def load_encoder(kind: str, size: str, pretrained: str | None, overrides: dict[s
         raise InputError(f"cannot load {kind} weights from {pretrained!r}: {reason}") from None
 
 
-def encoder_of_run(run_dir: str | Path, kind: str, overrides: dict[str, Any]) -> PreTrainedModel:
-    """The ``kind`` encoder inside a finished run's model (e.g. a ``wav2vec2`` model trained on a corpus), with
-    its trained weights, as a fresh transformers model: its config plus ``overrides``; fewer
-    ``num_hidden_layers`` keeps the first layers. So frozen features of an encoder trained here feed any SSL
-    back-end, as those of a downloaded one would."""
-    from plastispoof.runs import load_run_model
-
-    config_class, model_class = KINDS[kind]
-    model, meta = load_run_model(run_dir)
+def plain_encoder(model: nn.Module, kind: str, source: str) -> PreTrainedModel:
+    """The ``kind`` encoder inside ``model`` (e.g. a ``wav2vec2`` detector trained here) as a fresh transformers
+    model of the same architecture and weights, ready for ``save_pretrained``: so the frozen features of an encoder
+    trained here feed any SSL back-end, as those of a downloaded one would (:func:`plastispoof.runs.
+    with_encoder_folders` writes it beside its run). A grown or adapted encoder is refused."""
+    config_class, model_class = KINDS[_choice(kind, KINDS, "kind")]
     found = [module for module in model.modules() if isinstance(module, model_class)]
     if not found:
-        raise InputError(f"run {run_dir} ({meta['model']['name']}) holds no {kind} encoder to take features from")
+        raise InputError(f"{source} holds no {kind} encoder to take features from")
     trained = found[0]
-    config = config_class(**{**encoder_architecture(trained), **overrides})
-    encoder = model_class(config)
+    encoder = model_class(config_class(**encoder_architecture(trained)))
     state = trained.state_dict()
     wanted = encoder.state_dict()
     missing = [key for key in wanted if key not in state or state[key].shape != wanted[key].shape]
     if missing:
-        raise InputError(f"the {kind} encoder of run {run_dir} does not fit these options (e.g. {missing[0]}); "
-                         "a grown or adapted encoder cannot be read as a plain one")
+        raise InputError(f"the {kind} encoder of {source} is not a plain one (e.g. {missing[0]}); a grown or adapted "
+                         "encoder cannot be read as a plain one")
     encoder.load_state_dict({key: state[key] for key in wanted})
     return encoder
 
@@ -173,8 +178,8 @@ class SSLFrontend(nn.Module):
     kind: ``"wav2vec2"`` (also XLS-R), ``"wavlm"`` or ``"hubert"``.
     size: ``"xls-r-300m"`` / ``"large"`` (hidden 1024, 24 layers), ``"base"`` (768, 12), ``"tiny"`` (64, 2;
         for tests); ignored when ``pretrained`` is given.
-    pretrained: local directory or hub id for ``from_pretrained``, or a plastispoof run directory whose model
-        holds such an encoder (:func:`encoder_of_run`); ``None`` = random weights.
+    pretrained: local directory or hub id for ``from_pretrained`` (a run directory given in a config is turned
+        into such a folder first: :func:`plastispoof.runs.with_encoder_folders`); ``None`` = random weights.
     aggregation: ``"last"``, ``"weighted"`` or ``"attention"`` (module docstring).
     freeze: keep the whole encoder fixed (no gradients, eval mode); otherwise only its CNN is fixed.
     num_layers: keep only this many transformer layers (a truncated pretrained model, or smaller tests).
@@ -240,7 +245,8 @@ class SSLFrontend(nn.Module):
         return torch.stack(output.hidden_states, dim=1)
 
     def aggregate(self, states: torch.Tensor) -> torch.Tensor:
-        """Encoder output ``(B, L, frames, D)`` (from :meth:`encode` or a :class:`FeatureCache`) -> ``(B, D, frames)``."""
+        """Encoder output ``(B, L, frames, D)`` (from :meth:`encode` or a :class:`FeatureCache`) ->
+        ``(B, D, frames)``."""
         expected = (self.num_encoded_states, self.output_dim)
         if states.dim() != 4 or (states.shape[1], states.shape[3]) != expected:
             raise InputError(f"{self.kind} front-end expects encoder outputs of shape (batch, {expected[0]}, frames, "

@@ -74,11 +74,12 @@ def verify_shipped(name: str) -> Path:
 def load_shipped(name: str = DEFAULT, **options: Any):
     """The shipped detector ``name`` (a :class:`~plastispoof.inference.Detector`) with its calibration, after the
     hash check. ``options`` go to the Detector (``precision``, ``device``, ...)."""
+    from plastispoof.calibration import read_calibration
     from plastispoof.inference import Detector
 
     folder = verify_shipped(name)
     detector = Detector.from_run(folder, **options)
-    detector.use_calibration(folder / "calibration.json")
+    detector.use_calibration(read_calibration(folder / "calibration.json"), source=f"shipped {name}'s calibration")
     detector.shipped_name = name
     return detector
 

@@ -8,7 +8,7 @@
 * :mod:`~plastispoof.training.seeding` -- seeds and generator states.
 
 The run directory is written by :class:`plastispoof.runs.RunRecorder`; the loader by
-:func:`plastispoof.data.loaders.training_data`.
+:func:`plastispoof.training.loaders.training_data`.
 """
 
 from plastispoof.training.trainer import Trainer, train

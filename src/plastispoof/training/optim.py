@@ -57,6 +57,20 @@ def build_optimizer(cfg: TrainConfig, parameters: list[nn.Parameter],
     return optimizer(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def autocast_settings(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype, bool]:
+    """``(autocast on, its dtype, loss scaling on)`` for ``train.amp`` / ``train.amp_dtype`` on ``device``: mixed
+    precision on CUDA only; float16 needs a GradScaler, bfloat16 (float32's exponent range) does not.
+
+    >>> autocast_settings(TrainConfig(amp_dtype="bfloat16"), torch.device("cuda"))
+    (True, torch.bfloat16, False)
+    >>> autocast_settings(TrainConfig(), torch.device("cuda")), autocast_settings(TrainConfig(), torch.device("cpu"))
+    ((True, torch.float16, True), (False, torch.float16, False))
+    """
+    enabled = cfg.amp and device.type == "cuda"
+    dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+    return enabled, dtype, enabled and dtype == torch.float16
+
+
 class Optimisation:
     """The optimiser of one stage's trainable parameters (rebuilt when the structure changes), the gradient
     scaler of the whole run, and the step: forward + loss, backward, clipping, update, each half timed."""
@@ -65,8 +79,8 @@ class Optimisation:
         self.cfg = cfg
         self.device = device
         self.dist = dist or Distributed()
-        self.amp = cfg.amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.amp, self.amp_dtype, scaled = autocast_settings(cfg, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=scaled)
         self.optimizer: torch.optim.Optimizer | None = None
         self.network: nn.Module | None = None  # the model, or its DDP wrapper
         self.model: nn.Module | None = None
@@ -101,7 +115,7 @@ class Optimisation:
         target = target.to(self.device, non_blocking=True)
         self._synchronize()
         started = time.perf_counter()
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             logits = self.network(wave)
             loss = classification_loss(self.cfg.loss, logits, target, weight)
             extra = auxiliary_loss(self.model)

@@ -28,12 +28,13 @@ from torch import nn
 
 from plastispoof import runs
 from plastispoof.capacity.base import Stage, Transform, apply_transforms, build_strategy
+from plastispoof.card import write_run_card
 from plastispoof.config import ExperimentConfig
-from plastispoof.data.loaders import TrainingData, training_data
 from plastispoof.metrics import trials_eer
-from plastispoof.models.base import build_model, count_parameters
+from plastispoof.models.base import build_model, check_sample_rate, count_parameters
 from plastispoof.scoring import score_trials
 from plastispoof.training.distributed import Distributed, local_rank, resolve_device
+from plastispoof.training.loaders import TrainingData, training_data
 from plastispoof.training.optim import Optimisation
 from plastispoof.training.progress import RunProgress
 from plastispoof.training.seeding import rng_state, seed_everything, set_rng_state
@@ -75,10 +76,11 @@ class Trainer:
 
     def _train_all_stages(self) -> None:
         cfg = self.cfg
+        check_sample_rate(cfg.model.name, cfg.data.sample_rate)  # before any data is read
         seed_everything(cfg.seed, cfg.train.deterministic)
         strategy = build_strategy(cfg.strategy.name, cfg.strategy.args)
         stages = strategy.stages(cfg.train.epochs)
-        self.model = build_model(cfg.model.name, **cfg.model.args)
+        self.model = build_model(cfg.model.name, **runs.with_encoder_folders(cfg.model.args))
         self.data = training_data(cfg, self.model, self.device, self.dist.rank, self.dist.world_size)
         checkpoint = runs.load_checkpoint(cfg.run_dir)
         if checkpoint is None:
@@ -93,6 +95,12 @@ class Trainer:
             self._finish_stage(index, stage)
         threshold = window_mean_dev_threshold(self.model, cfg, self.data, self.device) if self.dist.is_main else None
         self.recorder.finish(self.model, self.progress.transforms, self.progress.stages, threshold)
+        if self.dist.is_main:
+            write_run_card(self.recorder.run_dir)
+            from plastispoof.plots import plot_training_curves  # matplotlib: once, at the end
+
+            plot_training_curves(runs.read_jsonl(self.recorder.run_dir / runs.METRICS),
+                                 self.recorder.run_dir / "plots" / "training.png", title=self.cfg.name)
         self.console.print(f"run {cfg.run_dir} finished: dev EER {100 * self.progress.stages[-1]['dev_eer']:.2f} %")
 
     def _start_stage(self, index: int, stage: Stage) -> None:
@@ -111,7 +119,7 @@ class Trainer:
 
     def _train_stage(self, index: int, stage: Stage) -> None:
         progress, best = self.progress, self.progress.best
-        self.model.to(self.device)
+        self._place_model()
         if stage.epochs == 0 or progress.epoch >= stage.epochs:
             return
         self.data.bind_feature_cache(self.model)
@@ -124,7 +132,7 @@ class Trainer:
             if changed:
                 progress.transforms += [changed.record()] if isinstance(changed, Transform) else []
                 best.forget()  # a new structure cannot load the best weights kept so far
-                self.model.to(self.device)
+                self._place_model()
                 self._build_optimizer(stage)
             eer, threshold = dev_eer(self.model, self.cfg, self.data, self.device, self.dist)
             progress.epoch += 1
@@ -140,6 +148,12 @@ class Trainer:
                 break
             if progress.epoch < stage.epochs:
                 self._checkpoint()
+
+    def _place_model(self) -> None:
+        """The model on the run's device, in channels_last memory format when ``train.channels_last`` asks."""
+        self.model.to(self.device)
+        if self.cfg.train.channels_last:  # 4-D weights only; convolutions then run channels_last
+            self.model.to(memory_format=torch.channels_last)
 
     def _train_epoch(self, stage: Stage) -> float:
         """One epoch (or ``max_steps_per_epoch`` steps); returns the mean training loss over every rank."""

@@ -31,11 +31,16 @@ channel slicing itself is :mod:`plastispoof.capacity.surgery`, shared with growt
 
 # Importing the transforms and the strategy registers them (plastispoof.registry imports this package).
 from plastispoof.capacity.dynamic_width.flops import BUDGET_NAME, FlopBudget, FlopsModel, LayerCost
-from plastispoof.capacity.dynamic_width.gate import (DYNAMIC_KINDS, DynamicWidth, can_shrink, dynamic_sites,
-                                                     dynamic_widths, gated_path)
+from plastispoof.capacity.dynamic_width.gate import (
+                                                     DYNAMIC_KINDS,
+                                                     DynamicWidth,
+                                                     can_shrink,
+                                                     dynamic_sites,
+                                                     dynamic_widths,
+                                                     gated_path,
+)
 from plastispoof.capacity.dynamic_width.strategy import DynamicWidthOptions, DynamicWidthStrategy
-from plastispoof.capacity.dynamic_width.transforms import (DynamicWidthSettings, MakeWidthsDynamic, Shrink,
-                                                           fold_gate)
+from plastispoof.capacity.dynamic_width.transforms import DynamicWidthSettings, MakeWidthsDynamic, Shrink, fold_gate
 
 __all__ = ["BUDGET_NAME", "DYNAMIC_KINDS", "DynamicWidth", "DynamicWidthOptions", "DynamicWidthSettings",
            "DynamicWidthStrategy", "FlopBudget", "FlopsModel", "LayerCost", "MakeWidthsDynamic", "Shrink",

@@ -14,9 +14,9 @@ from torch import nn
 from plastispoof.capacity.dynamic_width.gate import DynamicWidth
 from plastispoof.capacity.growth import site_width
 from plastispoof.capacity.surgery import GRU_GATES, input_width, output_width, unwrap
-from plastispoof.cost import count_flops
 from plastispoof.errors import InputError
 from plastispoof.models.base import GrowthSite, get_module
+from plastispoof.models.flops import count_flops
 
 BUDGET_NAME = "dynamic_width_budget"  # attribute of the model holding its FlopBudget
 
@@ -48,7 +48,7 @@ class FlopsModel:
     """Forward FLOPs of a whole model as a differentiable function of its dynamic widths.
 
     ``layers`` are the layers whose width depends on a dynamic site; ``fixed`` is everything else (front-end,
-    stem, residual convs, ...), measured by :func:`plastispoof.cost.count_flops`; ``full`` the total at the
+    stem, residual convs, ...), measured by :func:`plastispoof.models.flops.count_flops`; ``full`` the total at the
     original widths.
     """
 

@@ -12,8 +12,13 @@ from torch import nn
 
 from plastispoof.capacity.base import OptionsTransform, StrategyOptions, Transform
 from plastispoof.capacity.dynamic_width.flops import BUDGET_NAME, FlopBudget, FlopsModel, project_widths
-from plastispoof.capacity.dynamic_width.gate import (DYNAMIC_KINDS, DynamicWidth, dynamic_sites, dynamic_widths,
-                                                     gated_path)
+from plastispoof.capacity.dynamic_width.gate import (
+    DYNAMIC_KINDS,
+    DynamicWidth,
+    dynamic_sites,
+    dynamic_widths,
+    gated_path,
+)
 from plastispoof.capacity.growth import select_sites, site_width
 from plastispoof.capacity.surgery import narrow_site, replace_wrappers, unwrap
 from plastispoof.errors import InputError

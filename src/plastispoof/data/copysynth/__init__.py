@@ -12,6 +12,7 @@ channel, ASVspoof 2019 LA protocols with leave-one-family-out variants (``plasti
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from plastispoof.data.copysynth.corpus import (
@@ -33,7 +34,8 @@ def build_copysynth_corpus(out: str | os.PathLike, *, bonafide: str | os.PathLik
                            tts: list[str] | None = None, transcripts: str | os.PathLike | None = None,
                            language: str = "en", max_utterances: int | None = None, seed: int = 42,
                            split: str = "text", voices: list[str] | None = None,
-                           sound_roots: list[str | os.PathLike] | None = None) -> Path:
+                           sound_roots: list[str | os.PathLike] | None = None,
+                           note: Callable[[str], None] = lambda text: None) -> Path:
     """Write a copy-synthesis corpus under ``out`` from the recordings in ``bonafide`` (speaker = first
     sub-folder; ``transcripts``: CSV path,text; ``language``: what they speak) or from ``recipe``.
 
@@ -52,7 +54,7 @@ def build_copysynth_corpus(out: str | os.PathLike, *, bonafide: str | os.PathLik
     elif voices or sound_roots:
         raise InputError("voices and sound roots choose a recipe's Asterisk voices; a --bonafide folder has its own")
     else:
-        sources = find_sources(bonafide, language, transcripts)
+        sources = find_sources(bonafide, language, transcripts, note)
         origin = f"bonafide {Path(bonafide).resolve()}"
     return write_copysynth_corpus(out, sources, attacks=attacks, tts=tts or [], max_utterances=max_utterances,
                                   seed=seed, split=split, origin=origin, partial_tts=recipe in PARTIAL_TTS)

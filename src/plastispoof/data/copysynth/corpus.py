@@ -25,6 +25,7 @@ import csv
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,10 +63,12 @@ class Source:
 
 
 def find_sources(folder: str | os.PathLike, language: str = "en",
-                 transcripts: str | os.PathLike | None = None) -> list[Source]:
+                 transcripts: str | os.PathLike | None = None,
+                 note: Callable[[str], None] = lambda text: None) -> list[Source]:
     """Decodable recordings under ``folder`` (recursively, sorted); the speaker is the first sub-folder
     (``folder``'s own name for files directly inside it). ``transcripts``: CSV with columns path,text (paths
-    relative to ``folder`` or absolute)."""
+    relative to ``folder`` or absolute). Files that cannot be decoded are skipped and ``note`` is told how many,
+    with the first names."""
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"--bonafide folder not found: {root}")
@@ -83,6 +86,9 @@ def find_sources(folder: str | os.PathLike, language: str = "en",
         relative = path.relative_to(root)
         speaker = relative.parts[0] if len(relative.parts) > 1 else root.resolve().name
         sources.append(Source(path, speaker, language, texts.get(path.resolve())))
+    if bad and sources:
+        note(f"note: skipped {len(bad)} of {len(candidates)} files under {root} that cannot be decoded, e.g. "
+             + ", ".join(bad[:3]))
     if not sources:
         looked = f"{len(candidates)} audio-named file(s), none decodable" if candidates else "no audio files"
         raise InputError(f"no decodable audio under --bonafide {root} ({looked}; suffixes {' '.join(AUDIO_SUFFIXES)})")
@@ -236,7 +242,7 @@ def choose_families(attacks: list[str] | None, tts: list[str] | None, languages:
             raise InputError(f"unknown copy-synthesis family or attack {name!r}; known: {known}")
         usable = [a for a in members if a.available()]
         if explicit and len(usable) < len(members):
-            lacking = sorted({e for a in members for e in a.encoders if a not in usable})
+            lacking = sorted({e for a in members for e in a.codecs if a not in usable})
             raise InputError(f"{name} needs the {', '.join(lacking)} encoder(s), which this PyAV / FFmpeg build lacks")
         for attack in usable:
             chosen.setdefault(attack.family, [])

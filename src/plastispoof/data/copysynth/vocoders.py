@@ -9,18 +9,16 @@ envelope, STFT and LPC machinery is the embedded corpus' (``data/synthetic.py``)
 
 from __future__ import annotations
 
-import io
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Callable
 
 import librosa
 import numpy as np
 import scipy.ndimage
 import scipy.signal
-import soxr
 
+from plastispoof.augment.codecs import codec_round_trip, encoder_name
 from plastispoof.data import synthetic
 from plastispoof.data.synthetic import SAMPLE_RATE
 from plastispoof.errors import InputError
@@ -147,74 +145,32 @@ def phase_vocoder(speech: AnalysedSpeech, rng: np.random.Generator) -> np.ndarra
 
 @dataclass(frozen=True)
 class CodecLeg:
-    """One encode / decode pass through a PyAV (FFmpeg) encoder."""
+    """One encode / decode pass: a codec of :data:`plastispoof.augment.codecs.CODECS` at a bit rate."""
 
-    encoder: str  # FFmpeg encoder name
-    container: str  # FFmpeg muxer name
-    rate: int  # sample rate the codec runs at
+    codec: str
     bit_rate: int
 
-
-@lru_cache(maxsize=None)
-def encoder_available(name: str) -> bool:
-    """Whether this PyAV build can encode with ``name`` (FFmpeg builds differ: AMR and Opus are optional)."""
-    import av
-
-    try:
-        av.codec.Codec(name, "w")
-    except Exception:  # noqa: BLE001 - av raises its own UnknownCodecError subclasses, version to version
-        return False
-    return True
-
-
-def _encode_decode(x: np.ndarray, leg: CodecLeg) -> np.ndarray:
-    """``x`` (16 kHz) through ``leg``'s encoder and decoder, back at 16 kHz (length not yet aligned)."""
-    import av
-
-    y = soxr.resample(x, SAMPLE_RATE, leg.rate, quality="HQ") if leg.rate != SAMPLE_RATE else x
-    pcm = (np.clip(y, -1.0, 1.0) * 32767).astype(np.int16)[None, :]
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format=leg.container) as output:
-        stream = output.add_stream(leg.encoder, rate=leg.rate, layout="mono")
-        stream.bit_rate = leg.bit_rate
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = leg.rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            output.mux(packet)
-    buffer.seek(0)
-    with av.open(buffer, "r") as source:
-        to_float = av.AudioResampler(format="flt", layout="mono", rate=leg.rate)
-        decoded = [chunk.to_ndarray().reshape(-1) for frame in source.decode(audio=0)
-                   for chunk in to_float.resample(frame)]
-    z = np.concatenate(decoded).astype(np.float64) if decoded else np.zeros(0)
-    return soxr.resample(z, leg.rate, SAMPLE_RATE, quality="HQ") if leg.rate != SAMPLE_RATE else z
-
-
-def _align(y: np.ndarray, reference: np.ndarray, max_lag: int = 2400) -> np.ndarray:
-    """``y`` shifted by the lag (within ±``max_lag`` samples) that best matches ``reference``, cut to its length:
-    encoders add priming delay and padding, which would otherwise misalign the spoof and its source."""
-    n = len(reference)
-    padded = np.pad(y, (max_lag, max_lag + max(0, n - len(y))))
-    scores = scipy.signal.correlate(padded[: n + 2 * max_lag], reference, mode="valid", method="fft")
-    start = int(np.argmax(scores))
-    return padded[start:start + n]
+    @property
+    def encoder(self) -> str | None:
+        return encoder_name(self.codec)
 
 
 def codec_chain(speech: AnalysedSpeech, rng: np.random.Generator, legs: tuple[CodecLeg, ...]) -> np.ndarray:
-    """``legs`` one after the other, each decoded and re-encoded (transcoding), realigned to the input."""
-    missing = [leg.encoder for leg in legs if not encoder_available(leg.encoder)]
+    """``legs`` one after the other, each decoded and re-encoded (transcoding), realigned to the input by
+    :func:`plastispoof.augment.codecs.codec_round_trip`."""
+    missing = [leg.codec for leg in legs if leg.encoder is None]
     if missing:
-        raise InputError(f"this PyAV / FFmpeg build has no {', '.join(missing)} encoder")
+        raise InputError(f"this PyAV / FFmpeg build has no encoder for {', '.join(missing)}")
     y = speech.audio
     for leg in legs:
-        y = _align(_encode_decode(y, leg), y)
+        y = codec_round_trip(y.astype(np.float32), SAMPLE_RATE, leg.codec, leg.bit_rate).astype(np.float64)
     return y
 
 
-MP3 = CodecLeg("libmp3lame", "mp3", 16_000, 24_000)
-OPUS = CodecLeg("libopus", "ogg", 16_000, 10_000)
-AMR_NB = CodecLeg("libopencore_amrnb", "amr", 8_000, 12_200)
-MP3_AFTER_AMR = CodecLeg("libmp3lame", "mp3", 16_000, 32_000)
+MP3 = CodecLeg("mp3", 24_000)
+OPUS = CodecLeg("opus", 10_000)
+AMR_NB = CodecLeg("amr-nb", 12_200)
+MP3_AFTER_AMR = CodecLeg("mp3", 32_000)
 
 
 # ------------------------------------------------------------------------------------------- registry
@@ -228,10 +184,10 @@ class CopyAttack:
     family: str
     description: str
     apply: Callable[[AnalysedSpeech, np.random.Generator], np.ndarray] = field(repr=False)
-    encoders: tuple[str, ...] = ()  # PyAV encoders it needs (checked at run time)
+    codecs: tuple[str, ...] = ()  # codecs whose PyAV encoder it needs (checked at run time)
 
     def available(self) -> bool:
-        return all(encoder_available(name) for name in self.encoders)
+        return all(encoder_name(codec) is not None for codec in self.codecs)
 
 
 def _chain(*legs: CodecLeg) -> Callable[[AnalysedSpeech, np.random.Generator], np.ndarray]:
@@ -253,9 +209,9 @@ COPY_ATTACKS: dict[str, CopyAttack] = {a.attack_id: a for a in (
     CopyAttack("S01", "sinusoidal", "harmonic sinusoids at the analysed F0 up to 5.3 kHz + envelope-shaped noise",
                harmonic_resynthesis),
     CopyAttack("S02", "sinusoidal", "phase-vocoder time stretch by 0.8-0.9 or 1.1-1.25 and back", phase_vocoder),
-    CopyAttack("K01", "codec", "MP3 24 kbit/s at 16 kHz (libmp3lame)", _chain(MP3), ("libmp3lame",)),
-    CopyAttack("K02", "codec", "Opus 10 kbit/s at 16 kHz (libopus)", _chain(OPUS), ("libopus",)),
+    CopyAttack("K01", "codec", "MP3 24 kbit/s at 16 kHz (libmp3lame)", _chain(MP3), ("mp3",)),
+    CopyAttack("K02", "codec", "Opus 10 kbit/s at 16 kHz (libopus)", _chain(OPUS), ("opus",)),
     CopyAttack("K03", "codec", "AMR-NB 12.2 kbit/s at 8 kHz -> MP3 32 kbit/s (transcoded phone leg)",
-               _chain(AMR_NB, MP3_AFTER_AMR), ("libopencore_amrnb", "libmp3lame")),
+               _chain(AMR_NB, MP3_AFTER_AMR), ("amr-nb", "mp3")),
 )}
 COPY_FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(a.family for a in COPY_ATTACKS.values()))

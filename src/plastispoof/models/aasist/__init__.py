@@ -43,12 +43,15 @@ Modules: ``frontend`` (1), ``encoder`` (2), ``graph`` (3), ``model`` (the two re
 faster on a CPU: ``cpu_inference`` (eval mode, slices of time) and ``cpu_training`` (channels-last maps).
 """
 
-from plastispoof.models.aasist.checkpoints import (OFFICIAL_MODELS, load_official, read_state_dict,
-                                                   state_dict_mismatches)
+from plastispoof.models.aasist.checkpoints import OFFICIAL_MODELS, load_official, read_state_dict, state_dict_mismatches
 from plastispoof.models.aasist.encoder import ResidualBlock
 from plastispoof.models.aasist.frontend import SincFrontEnd, mel_sinc_filters
-from plastispoof.models.aasist.graph import (AASISTBackend, GraphAttentionLayer, GraphPool,
-                                             HeterogeneousGraphAttentionLayer)
+from plastispoof.models.aasist.graph import (
+                                                   AASISTBackend,
+                                                   GraphAttentionLayer,
+                                                   GraphPool,
+                                                   HeterogeneousGraphAttentionLayer,
+)
 from plastispoof.models.aasist.model import AASIST, AASIST_CONFIG, AASIST_L_CONFIG, AASISTLight
 
 __all__ = ["AASIST", "AASISTBackend", "AASISTLight", "AASIST_CONFIG", "AASIST_L_CONFIG", "GraphAttentionLayer",

@@ -46,6 +46,17 @@ def state_dict_mismatches(model: nn.Module, state: Mapping[str, torch.Tensor]) -
     return problems
 
 
+def mismatch_counts(problems: list[str]) -> str:
+    """How many tensors of each kind :func:`state_dict_mismatches` found.
+
+    >>> mismatch_counts(["missing a", "missing b", "unexpected c", "d: file (1,) vs model (2,)"])
+    '2 missing, 1 unexpected, 1 of another shape'
+    """
+    missing = sum(p.startswith("missing ") for p in problems)
+    unexpected = sum(p.startswith("unexpected ") for p in problems)
+    return f"{missing} missing, {unexpected} unexpected, {len(problems) - missing - unexpected} of another shape"
+
+
 def load_official(model_name: str, path: str | Path) -> SpoofModel:
     """Build ``model_name`` with its default config and load a foreign ``.pth`` state_dict into it strictly.
 
@@ -60,7 +71,8 @@ def load_official(model_name: str, path: str | Path) -> SpoofModel:
         fits = [name for name in OFFICIAL_MODELS
                 if name != model_name and not state_dict_mismatches(build_model(name), state)]
         hint = f"it fits model {fits[0]!r} instead" if fits else "it fits no known official model either"
-        raise InputError(f"{Path(path).name} does not fit model {model_name!r}: {len(problems)} of "
-                         f"{len(state)} tensors mismatch (e.g. {'; '.join(problems[:2])}); {hint}")
+        raise InputError(f"{Path(path).name} does not fit model {model_name!r}: {mismatch_counts(problems)} (the "
+                         f"file holds {len(state)} tensors, the model {len(model.state_dict())}; e.g. "
+                         f"{'; '.join(problems[:2])}); {hint}")
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -175,6 +175,8 @@ class AASIST(_GraphBackendLayers, SpoofModel):
         with torch.autocast("cpu", enabled=False) if graph_in_float32 else contextlib.nullcontext():
             return self.graph_logits(feature_map)
 
+    score_convention = "the bona fide logit alone (index 1), as the published AASIST code scores"
+
     def score(self, waveform: torch.Tensor) -> torch.Tensor:
         """The published AASIST score: the bona fide logit (index 1), higher = more bona fide."""
         return self(waveform)[:, 1]

@@ -11,8 +11,14 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from plastispoof.config import ExperimentConfig
+from plastispoof.data.dataset import TrialDataset, subsample
+from plastispoof.data.feature_cache import CachedFeatureDataset, first_crop_features
+from plastispoof.data.protocols import read_dataset
 from plastispoof.data.trials import Trial
 from plastispoof.errors import InputError
+from plastispoof.models.ssl import SSLFrontend
+from plastispoof.training.losses import class_weights
+from plastispoof.training.seeding import seed_worker
 
 
 @dataclass
@@ -53,12 +59,6 @@ class TrainingData:
 def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device, rank: int = 0,
                   world_size: int = 1) -> TrainingData:
     """Read the train and dev subsets (subsampled as configured, both classes required) and build the loader."""
-    from plastispoof.data.dataset import TrialDataset, subsample
-    from plastispoof.data.feature_cache import first_crop_features
-    from plastispoof.data.protocols import read_dataset
-    from plastispoof.training.losses import class_weights
-    from plastispoof.training.seeding import seed_worker
-
     data = cfg.data
     train_trials = read_dataset(data.dataset, data.root, data.train_subset)
     dev_trials = read_dataset(data.dataset, data.root, data.dev_subset)
@@ -76,10 +76,13 @@ def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device,
                            train=not data.feature_cache, seed=cfg.seed, augment=data.augment)
     dev_features = None
     if data.feature_cache:  # dev scored from the cache too: a frozen encoder gives a fixed crop the same features
-        dataset = _cached_features(dataset, model, cfg.model.name, data.feature_cache)
+        dataset = _cached_features(dataset, model, cfg.model.name, data.feature_cache, data.feature_cache_dtype)
         dev_features = first_crop_features(dev_trials, model.frontend, data.feature_cache, data.num_samples,
-                                           data.sample_rate, bind=False)  # bound at each scoring (dev_scores)
+                                           data.sample_rate, bind=False,  # bound at each scoring (dev_scores)
+                                           dtype=data.feature_cache_dtype)
     generator = torch.Generator().manual_seed(cfg.seed)
+    if data.shards:
+        return _shard_data(cfg, train_trials, dev_trials, weights, device, rank, world_size, generator)
     if world_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed)
     else:
@@ -94,13 +97,31 @@ def training_data(cfg: ExperimentConfig, model: nn.Module, device: torch.device,
                         min(steps, cfg.train.max_steps_per_epoch or steps), dev_features)
 
 
-def _cached_features(dataset, model: nn.Module, model_name: str, directory: str):
+def _cached_features(dataset, model: nn.Module, model_name: str, directory: str, dtype: str):
     """Train on the frozen SSL front-end's features, encoded once and read from disk afterwards."""
-    from plastispoof.data.feature_cache import CachedFeatureDataset
-    from plastispoof.models.ssl import SSLFrontend
-
     frontend = getattr(model, "frontend", None)
     if not isinstance(frontend, SSLFrontend):
         raise InputError(f"data.feature_cache needs a model with an SSL front-end; {model_name!r} has none")
     # Keyed later (TrainingData.bind_feature_cache): init_from weights or a checkpoint may still replace them.
-    return CachedFeatureDataset(dataset, frontend, directory, bind=False)
+    return CachedFeatureDataset(dataset, frontend, directory, bind=False, dtype=dtype)
+
+
+def _shard_data(cfg: ExperimentConfig, train_trials: list[Trial], dev_trials: list[Trial], weights, device,
+                rank: int, world_size: int, generator: torch.Generator) -> TrainingData:
+    """The training subset streamed from WebDataset shards (data.shards): the order is a function of the seed and
+    the epoch alone, so ``generator`` is only kept for the checkpoint's sake."""
+    from plastispoof.data.shards import ShardTrainingSet
+    from plastispoof.training.seeding import seed_worker
+
+    data = cfg.data
+    dataset = ShardTrainingSet(data.shards, data.train_subset, train_trials, num_samples=data.num_samples,
+                               sample_rate=data.sample_rate, seed=cfg.seed, rank=rank, world_size=world_size,
+                               num_workers=data.num_workers)
+    steps = dataset.batches_per_epoch(data.batch_size)
+    if steps == 0:
+        raise InputError(f"the {data.train_subset} shards give no full batch of {data.batch_size} per loader worker "
+                         f"on each of {world_size} rank(s); lower data.batch_size or data.num_workers")
+    loader = DataLoader(dataset, batch_size=data.batch_size, num_workers=data.num_workers, worker_init_fn=seed_worker,
+                        drop_last=True, pin_memory=device.type == "cuda")
+    return TrainingData(dataset, loader, generator, dev_trials, None if weights is None else weights.to(device),
+                        min(steps, cfg.train.max_steps_per_epoch or steps))

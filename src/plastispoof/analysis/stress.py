@@ -2,7 +2,7 @@
 changes; EER, ΔEER against clean and min t-DCF per condition (``plastispoof stress``)::
 
     from plastispoof.inference import Detector
-    from plastispoof.stress import stress
+    from plastispoof.analysis.stress import stress
     stress(Detector.from_run("runs/resnet18"), "synthetic", "data/synthetic")  # -> report; writes RUN/stress/
 
 Each condition degrades the whole utterance, then the detector scores its first ``num_samples`` samples
@@ -39,10 +39,14 @@ from plastispoof.augment import codecs
 from plastispoof.augment.noise import add_at_snr, coloured_noise, fit_segment
 from plastispoof.augment.pipeline import telephone_band
 from plastispoof.augment.reverb import generated_rir, reverberate
+from plastispoof.data.dataset import subsample
+from plastispoof.data.protocols import read_dataset
 from plastispoof.data.trials import BONAFIDE, Trial
+from plastispoof.detectors import load_detector
 from plastispoof.errors import InputError
 from plastispoof.fileio import atomic_write_json, atomic_write_text
 from plastispoof.metrics import compute_report
+from plastispoof.runs import read_run_config
 
 BABBLE_TALKERS = 4
 PACKET_MS = 20
@@ -171,7 +175,10 @@ class _DegradedDataset(Dataset):
         self.babble.exclude = trial.utt_id
         y = self.condition.apply(x, self.sample_rate, _utterance_rng(trial.utt_id, self.condition.name),
                                  self.babble)
-        y = np.nan_to_num(np.asarray(y, dtype=np.float32))
+        y = np.asarray(y, dtype=np.float32)
+        if not np.isfinite(y).all():  # load_audio refuses non-finite files: a degradation made these, a bug
+            raise RuntimeError(f"degradation {self.condition.name!r} made NaN or infinite samples from "
+                               f"{trial.utt_id}; this is a bug, please report it")
         return tuple(torch.from_numpy(fix_length(y, n)) for n in self.lengths), index
 
 
@@ -295,9 +302,6 @@ def write_stress(rows: Sequence[dict[str, Any]], out: str | Path, meta: dict[str
 def stress_trials(dataset: str, root: str | Path, subset: str = "eval", max_trials: int | None = None,
                   seed: int = 42) -> list[Trial]:
     """The trials of ``subset``, or a seeded, class-balanced subset of ``max_trials`` of them."""
-    from plastispoof.data.dataset import subsample
-    from plastispoof.data.protocols import read_dataset
-
     trials = read_dataset(dataset, str(root), subset)
     return subsample(trials, max_trials, seed) if max_trials else trials
 
@@ -334,23 +338,15 @@ def stress_command(run: str | Path | None, model: str | None, weights: str | Pat
                    onnx: str | Path | None = None) -> dict[str, Any]:
     """What ``plastispoof stress`` does: a run (its ``data.max_eval`` applies unless ``max_trials`` is given),
     foreign weights or an ONNX export (``plastispoof export``), scored under each condition."""
-    from plastispoof.inference import Detector
-
     names = check_conditions(conditions)  # bad names fail before a model is loaded
-    if sum(x is not None for x in (run, onnx, model or weights or None)) > 1:
-        raise InputError("give one detector: a run directory, --onnx FILE, or --model with --weights, not both")
+    detector = load_detector(run, model, weights, onnx)
     if onnx is not None:
-        detector = Detector.from_onnx(onnx)
         seed, label, default_out = 42, Path(onnx).name, Path(onnx).parent / f"stress-{Path(onnx).stem}"
     elif run is not None:
-        from plastispoof.runs import read_run_config
-
-        detector = Detector.from_run(run)
         cfg = read_run_config(run)
         max_trials, seed = max_trials or cfg.data.max_eval, cfg.seed
         label, default_out = Path(run).name, Path(run) / "stress"
     else:
-        detector = Detector.from_weights(model, weights)
         seed, label, default_out = 42, f"{model} ({Path(str(weights)).name})", Path("runs") / f"stress-{model}"
     return stress(detector, dataset, root, subset=subset, conditions=names, out=out or default_out, name=label,
                   max_trials=max_trials, seed=seed, num_workers=num_workers)
