@@ -163,7 +163,7 @@ def _spoof_count(corpus: Path) -> dict[str, int]:
 def _train(start_dir: Path, corpus: Path, out: Path, recipe: str, epochs: int, seed: int,
            overrides: list[str]) -> Path:
     from plastispoof.analysis.default_detector import load_default_recipe
-    from plastispoof.calibration import calibrate
+    from plastispoof.calibrate import calibrate
     from plastispoof.config import apply_overrides, validate
     from plastispoof.runs import read_meta
     from plastispoof.training import train

@@ -155,7 +155,8 @@ def _finished(run_dir: Path) -> bool:
 
 def calibrate_on_dev(run_dir: Path, root: Path) -> Path:
     """Step 4: the calibration (and the default operating point) from the training root's dev subset."""
-    from plastispoof.calibration import CALIBRATION, calibrate
+    from plastispoof.calibrate import calibrate
+    from plastispoof.calibration import CALIBRATION
 
     if not (run_dir / CALIBRATION).is_file():
         calibrate(run_dir, "asv19-la", root, "dev")

@@ -44,7 +44,7 @@ def heldout_report(trials: list, scores: dict[str, float], families: dict[str, s
                    resamples: int = RESAMPLES, seed: int = 0) -> dict[str, Any]:
     """EERs (pooled, per family, per speaker) with 95 % bootstrap intervals, and at ``threshold`` (the default
     operating point, on scores) the share of bona fide files called bona fide and of spoofs called spoof."""
-    from plastispoof.llr_metrics import bootstrap_eer_cis
+    from plastispoof.bootstrap import bootstrap_eer_cis
 
     trials = sorted(trials, key=lambda t: t.utt_id)
     values = np.array([scores[t.utt_id] for t in trials], dtype=float)
