@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # with their transcripts; chromium for the browser tests of serve's page (Playwright drives it). Each is installed
 # only when missing (a command or a file it provides is absent).
 DEBIAN_PACKAGES := espeak-ng festival festvox-kallpc16k flite asterisk-core-sounds-fr-wav asterisk-core-sounds-fr \
-  chromium
+  asterisk-core-sounds-en-wav chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,7 +28,8 @@ demo: $(STAMP)
 system-deps:
 	@command -v espeak-ng >/dev/null && command -v text2wave >/dev/null && command -v flite >/dev/null && \
 	  [ -d /usr/share/festival/voices/english/kal_diphone ] && [ -d /usr/share/asterisk/sounds/fr_CA_f_June ] && \
-	  [ -f /usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz ] && command -v chromium >/dev/null || { \
+	  [ -f /usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz ] && command -v chromium >/dev/null && \
+	  [ -d /usr/share/asterisk/sounds/en_US_f_Allison ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEBIAN_PACKAGES); \
 	  else echo "the tests need Debian packages: sudo apt-get install $(DEBIAN_PACKAGES)"; exit 1; fi; }
