@@ -83,3 +83,31 @@ def test_more_ranks_than_trials_is_one_line_and_exit_2(run_and_corpus, tmp_path)
     assert 1 <= result.stderr.count(message) <= 2
     assert result.stderr.replace(message, "").count("error:") == 0
     assert "exitcode  : 2" in result.stderr or result.returncode == 2, result.stderr[-1500:]
+
+
+def test_reproduce_under_two_ranks_scores_sharded_and_reports_once(run_and_corpus, tmp_path):
+    """`reproduce table1` under torchrun: DDP training, then the eval trials sharded over the 2 ranks; rank 0 alone
+    prints and writes the table, and the run's score file is the one a single-process `evaluate` writes."""
+    _, corpus = run_and_corpus
+    out = tmp_path / "t1"
+    tiny = ["--epochs", "1", "--set", "train.max_steps_per_epoch=2", "data.num_samples=4800", "data.batch_size=4",
+            "data.eval_batch_size=16", "data.max_dev=12", "model.args.hidden_sizes=[4]"]
+    two = plastispoof("reproduce", "table1", "--dataset", "asv19-la", "--root", str(corpus), "--models", "grnn",
+                      "--strategies", "baseline", "--seeds", "42", "--out", str(out), *tiny, ranks=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    run = out / "asv19-la" / "grnn-baseline-s42"
+    evaluations = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                   if json.loads(line).get("event") == "evaluate"]
+    assert [(e["ranks"], e["trials"]) for e in evaluations] == [(2, 37)]
+    rows = json.loads((out / "asv19-la" / "table1.json").read_text())
+    assert [(r["model"], r["strategy"]) for r in rows] == [("grnn", "baseline")]
+    assert two.stdout.count("| grnn") == 1  # the table, printed by rank 0 only
+    report = json.loads((run / "scores" / "asv19-la-eval.json").read_text())
+    assert rows[0]["eer"] == pytest.approx(100 * report["eer"])
+    single = tmp_path / "single"
+    shutil.copytree(run, single)
+    (single / "scores" / "asv19-la-eval.txt").unlink()
+    one = plastispoof("evaluate", str(single), "--dataset", "asv19-la", "--root", str(corpus))
+    assert one.returncode == 0, one.stderr[-2000:]
+    score_file = Path("scores") / "asv19-la-eval.txt"
+    assert (single / score_file).read_bytes() == (run / score_file).read_bytes()

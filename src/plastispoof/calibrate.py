@@ -42,31 +42,28 @@ def calibrate(run: str | Path | None, dataset: str, root: str | Path, subset: st
         raise InputError(f"{dataset} subset {subset!r} has only {next(iter(labels), 'no')} trials "
                          f"({len(trials)}); calibration needs bona fide and spoof trials")
     group = EvalGroup.from_env()  # under torchrun the dev trials are scored in shards
-    try:
-        started = time.perf_counter()
-        show = group.rank == 0
-        scores = sharded_scores(trials, lambda part: window_mean_scores(
-            detector, part, description="calibrating: scoring dev files", show_progress=show),
-            detector.batch_size, group)
-        if scores is None:  # another rank than 0 under torchrun: rank 0 fits and writes
-            return group.broadcast(None)
-        bonafide_ids = [t.utt_id for t in trials if t.label == BONAFIDE]
-        spoof_ids = [t.utt_id for t in trials if t.label != BONAFIDE]
-        bonafide = finite_scores([scores[u] for u in bonafide_ids], "bona fide", bonafide_ids)
-        spoof = finite_scores([scores[u] for u in spoof_ids], "spoof", spoof_ids)
-        calibration = fit_calibration(
-            bonafide, spoof, prior, model_hash=detector.model_hash, model=detector.name,
-            extra={"dev": {"dataset": dataset, "subset": subset, "root": str(root)},
-                   "input": {"num_samples": detector.num_samples, "sample_rate": detector.sample_rate},
-                   "seconds": round(time.perf_counter() - started, 3),
-                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        data = calibration.as_dict()
-        atomic_write_json(out, data)
-        if run is not None and Path(out).resolve() == (Path(run) / CALIBRATION).resolve():
-            write_run_card(run)
-        return group.broadcast((Path(out), data)) if group.enabled else (Path(out), data)
-    finally:
-        group.close()
+    started = time.perf_counter()
+    show = group.rank == 0
+    scores = sharded_scores(trials, lambda part: window_mean_scores(
+        detector, part, description="calibrating: scoring dev files", show_progress=show),
+        detector.batch_size, group)
+    if scores is None:  # another rank than 0 under torchrun: rank 0 fits and writes
+        return group.broadcast(None)
+    bonafide_ids = [t.utt_id for t in trials if t.label == BONAFIDE]
+    spoof_ids = [t.utt_id for t in trials if t.label != BONAFIDE]
+    bonafide = finite_scores([scores[u] for u in bonafide_ids], "bona fide", bonafide_ids)
+    spoof = finite_scores([scores[u] for u in spoof_ids], "spoof", spoof_ids)
+    calibration = fit_calibration(
+        bonafide, spoof, prior, model_hash=detector.model_hash, model=detector.name,
+        extra={"dev": {"dataset": dataset, "subset": subset, "root": str(root)},
+               "input": {"num_samples": detector.num_samples, "sample_rate": detector.sample_rate},
+               "seconds": round(time.perf_counter() - started, 3),
+               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    data = calibration.as_dict()
+    atomic_write_json(out, data)
+    if run is not None and Path(out).resolve() == (Path(run) / CALIBRATION).resolve():
+        write_run_card(run)
+    return group.broadcast((Path(out), data)) if group.enabled else (Path(out), data)
 
 
 def format_calibration(path: Path, data: dict[str, Any]) -> str:

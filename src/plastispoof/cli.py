@@ -62,6 +62,14 @@ def normalised_argv(argv: list[str]) -> list[str]:
     return (["--debug"] if debug else []) + out
 
 
+def _echo_once(text: str) -> None:
+    """Print a pipeline's table once: under torchrun every rank runs the verb and rank 0 reports."""
+    from plastispoof.scale.sharding import is_main_rank
+
+    if is_main_rank():
+        typer.echo(text)
+
+
 def _csv(value: Optional[str]) -> Optional[list[str]]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -378,7 +386,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="where runs and the ta
     """Embedded corpus -> Table I for ResNet18 and GRNN on CPU in minutes; prints the table."""
     from plastispoof.analysis.table1 import run_demo
 
-    typer.echo(run_demo(out, epochs=epochs, profile=profile, overrides=set_))
+    _echo_once(run_demo(out, epochs=epochs, profile=profile, overrides=set_))
 
 
 @reproduce_app.command("table1")
@@ -391,7 +399,7 @@ def reproduce_table1(dataset: str = typer.Option(...), root: Path = typer.Option
     """Run every model x strategy x seed (finished ones are skipped) and write Table I."""
     from plastispoof.analysis.table1 import table1
 
-    typer.echo(table1(dataset=dataset, root=root, models=_csv(models), strategies=_csv(strategies),
+    _echo_once(table1(dataset=dataset, root=root, models=_csv(models), strategies=_csv(strategies),
                       seeds=list(_seeds(seeds)), out=out, epochs=epochs, overrides=set_))
 
 
@@ -403,7 +411,7 @@ def reproduce_layers(dataset: str = typer.Option(...), root: Path = typer.Option
     """Fig. 5: drop in at each layer in turn; EER per layer as a table and a PNG."""
     from plastispoof.analysis.layer_sweep import layer_ablation
 
-    typer.echo(layer_ablation(dataset=dataset, root=root, model=model, strategy=strategy,
+    _echo_once(layer_ablation(dataset=dataset, root=root, model=model, strategy=strategy,
                               seeds=list(_seeds(seeds)), out=out, epochs=epochs, overrides=set_))
 
 

@@ -85,11 +85,7 @@ def evaluate_run(run_dir: str | Path, dataset: str, root: str | Path, subset: st
     LLRs: ``calibrated`` reports their ``act_dcf``, ``cllr`` and ``min_cllr``, and the LLR score file and a
     reliability diagram are written too; otherwise ``calibrated`` says why not.
     """
-    group = EvalGroup.from_env()
-    try:
-        return _evaluate(Path(run_dir), dataset, root, subset, full, bootstrap, group)
-    finally:
-        group.close()
+    return _evaluate(Path(run_dir), dataset, root, subset, full, bootstrap, EvalGroup.from_env())
 
 
 def _evaluate(run_dir: Path, dataset: str, root: str | Path, subset: str, full: bool, bootstrap: int,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from plastispoof.analysis.recipes import RECIPE, load_recipe, run_cell, run_config
 from plastispoof.analysis.table1 import aggregate_rows, write_table
+from plastispoof.scale.sharding import is_main_rank
 
 
 def layer_key(site_name: str) -> str:
@@ -43,6 +44,7 @@ def layer_ablation(dataset: str, root: Path, model: str = "wav2vec2-small", stra
                     for seed in seeds]
         rows.append(aggregate_rows(dataset, model, strategy, per_seed))
         rows[-1].strategy = f"{strategy} @ {key}"
-    plot_layer_ablation([(row.strategy.split(" @ ")[-1], row.eer, row.eer_std) for row in rows[1:]],
-                        rows[0].eer, out / "layers.png", title=f"{model} on {dataset}: {strategy} per layer")
+    if is_main_rank():  # under torchrun rank 0 alone writes (every rank holds the same rows)
+        plot_layer_ablation([(row.strategy.split(" @ ")[-1], row.eer, row.eer_std) for row in rows[1:]],
+                            rows[0].eer, out / "layers.png", title=f"{model} on {dataset}: {strategy} per layer")
     return write_table(rows, out, "layers")

@@ -12,6 +12,7 @@ from plastispoof.analysis.recipes import RECIPE, load_recipe, run_cell, run_conf
 from plastispoof.analysis.tables import csv_text, markdown_table, mean_std
 from plastispoof.data.synthetic import write_corpus
 from plastispoof.fileio import atomic_write_text
+from plastispoof.scale.sharding import is_main_rank
 
 DEMO_MODELS = ["resnet18", "grnn"]
 DEMO_STRATEGIES = ["baseline", "dropin-unfrozen", "dropin-frozen", "plasticity"]
@@ -88,9 +89,12 @@ def format_markdown(rows: list[Table1Row]) -> str:
 
 
 def write_table(rows: list[Table1Row], out: Path, stem: str) -> str:
-    """Write ``<stem>.md``, ``.csv`` and ``.json`` under ``out`` (atomically); return the Markdown."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ``<stem>.md``, ``.csv`` and ``.json`` under ``out`` (atomically); return the Markdown. Under torchrun
+    every rank builds the same rows (each run's report is rank 0's, broadcast) and rank 0 alone writes them."""
     markdown = format_markdown(rows)
+    if not is_main_rank():
+        return markdown
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{stem}.md", markdown + "\n")
     atomic_write_text(out / f"{stem}.csv", csv_text(COLUMNS, map(table_cells, rows)))
     atomic_write_text(out / f"{stem}.json", json.dumps([asdict(r) for r in rows], indent=1))

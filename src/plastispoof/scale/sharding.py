@@ -10,6 +10,7 @@ Python dicts).
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,22 @@ def rank_device() -> torch.device:
     return torch.device("cpu")
 
 
+def join_process_group(backend: str) -> None:
+    """Join the process group ``torchrun`` describes, once per process, and leave it when the process ends.
+
+    One group serves every step of a verb: ``reproduce`` trains (DDP) and then evaluates (sharded) in the same
+    processes, and a group destroyed after training cannot be joined again through torchrun's store (the second
+    rendezvous waits forever)."""
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+        atexit.register(_leave_process_group)
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def shard_batches(items: Sequence[T], batch_size: int, rank: int, world: int) -> list[T]:
     """The items of the batches ``rank, rank + world, ...`` of ``items`` cut in ``batch_size`` batches.
 
@@ -61,17 +78,14 @@ class EvalGroup:
     rank: int = 0
     world_size: int = 1
     group: Any = None
-    owns_default: bool = False
 
     @classmethod
     def from_env(cls) -> "EvalGroup":
         if not dist.is_available() or world_size() <= 1:
             return cls()
-        owns = not dist.is_initialized()
-        if owns:
-            dist.init_process_group("gloo")
+        join_process_group("gloo")
         group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), group, owns)
+        return cls(dist.get_rank(), dist.get_world_size(), group)
 
     @property
     def enabled(self) -> bool:
@@ -97,9 +111,6 @@ class EvalGroup:
         dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
 
-    def close(self) -> None:
-        if self.owns_default:
-            dist.destroy_process_group()
 
 
 def sharded_scores(trials: Sequence[Any], score: Callable[[list[Any]], dict[str, float]], batch_size: int,

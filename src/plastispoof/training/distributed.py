@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from plastispoof.errors import InputError
+from plastispoof.scale.sharding import join_process_group
 from plastispoof.training.losses import auxiliary_loss
 
 
@@ -42,7 +43,6 @@ class Distributed:
 
     rank: int = 0
     world_size: int = 1
-    owns_group: bool = False
 
     @classmethod
     def from_env(cls, device: torch.device) -> "Distributed":
@@ -51,8 +51,8 @@ class Distributed:
             return cls(dist.get_rank(), dist.get_world_size())
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return cls()
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), owns_group=True)
+        join_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
 
     @property
     def enabled(self) -> bool:
@@ -90,9 +90,6 @@ class Distributed:
                                        find_unused_parameters=has_unused_parameters(model, trainable, device,
                                                                                     num_samples))
 
-    def close(self) -> None:
-        if self.owns_group:
-            dist.destroy_process_group()
 
 
 def has_unused_parameters(model: nn.Module, trainable: list[nn.Parameter], device: torch.device,

@@ -64,15 +64,13 @@ class Trainer:
         self.data: TrainingData | None = None
 
     def run(self, resume: bool) -> Path:
-        try:
-            if self.recorder.has_work(resume):
-                self.dist.barrier()  # every rank has looked before rank 0 writes
-                self._train_all_stages()
-            else:
-                self.console.print(f"run {self.cfg.run_dir} already finished; nothing to resume")
-            return self.cfg.run_dir
-        finally:
-            self.dist.close()
+        if self.recorder.has_work(resume):
+            self.dist.barrier()  # every rank has looked before rank 0 writes
+            self._train_all_stages()
+            self.dist.barrier()  # rank 0 has written the run before any rank reads it (reproduce evaluates next)
+        else:
+            self.console.print(f"run {self.cfg.run_dir} already finished; nothing to resume")
+        return self.cfg.run_dir
 
     def _train_all_stages(self) -> None:
         cfg = self.cfg
