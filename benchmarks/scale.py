@@ -1,7 +1,7 @@
 """How cost grows with corpus size: corpora of 1k, 4k and 16k short utterances (ASVspoof 2019 LA layout, 1 s
 FLAC), and for each:
 
-* ``prepare``: checking the corpus and writing its Parquet manifest;
+* ``prepare``: checking the corpus and writing its Parquet manifest; ``shards``: writing its WebDataset shards;
 * loader throughput in utterances/s, from the files (TrialDataset) and from WebDataset shards;
 * a ResNet18 training epoch (1 s crops), as seconds per 1k utterances;
 * evaluation per 1k utterances, in one process and under torchrun with 2 ranks (the scoring time ``evaluate``
@@ -40,8 +40,8 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 SAMPLE_RATE = 16000
-MEASURES = ("prepare", "loader-files", "loader-shards", "train-epoch", "evaluate-1", "evaluate-2", "ray-1", "ray-2",
-            "score-folder")
+MEASURES = ("prepare", "shards", "loader-files", "loader-shards", "train-epoch", "evaluate-1", "evaluate-2", "ray-1",
+            "ray-2", "score-folder")
 
 
 def write_corpus(root: Path, n: int, seconds: float = 1.0, seed: int = 0) -> Path:
@@ -102,6 +102,11 @@ def measure_one(name: str, root: Path, work: Path, n: int, quick: bool) -> dict:
     if name == "prepare":
         prepare_corpus("asv19-la", root, expected=counts(n), out=work / "manifest.parquet", show_progress=False)
         return {"seconds": time.perf_counter() - started, "utterances": sum(counts(n).values())}
+    if name == "shards":  # prepare --shards, in its own process: the loader measurement below only reads them
+        shutil.rmtree(work / "shards", ignore_errors=True)
+        prepare_corpus("asv19-la", root, expected=counts(n), shards=work / "shards",
+                       shard_size=1000 if n >= 4000 else max(n // 8, 2), show_progress=False)
+        return {"seconds": time.perf_counter() - started, "utterances": sum(counts(n).values())}
     if name.startswith("loader"):
         import torch
         from torch.utils.data import DataLoader
@@ -117,12 +122,10 @@ def measure_one(name: str, root: Path, work: Path, n: int, quick: bool) -> dict:
             dataset = TrialDataset(trials, num_samples=16000, train=True)
             loader = DataLoader(dataset, batch_size=32, shuffle=True, num_workers=2)
         else:
-            shards = work / "shards"
-            if not shards.exists():
-                prepare_corpus("asv19-la", root, expected=counts(n), shards=shards, shard_size=1000 if n >= 4000
-                               else max(n // 8, 2), show_progress=False)
+            if not (work / "shards").exists():
+                raise RuntimeError("measure 'shards' before 'loader-shards'")
             started = time.perf_counter()
-            dataset = ShardTrainingSet(shards, "train", trials, num_samples=16000, num_workers=2)
+            dataset = ShardTrainingSet(work / "shards", "train", trials, num_samples=16000, num_workers=2)
             loader = DataLoader(dataset, batch_size=32, num_workers=2)
         seen = sum(len(batch[0]) for batch in loader)
         return {"seconds": time.perf_counter() - started, "utterances": seen}

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from cli_main import run_main
 
-from plastispoof.analysis.default_detector import load_default_recipe, train_default
+from plastispoof.analysis.default_detector import load_default_recipe, train_default, training_root
+from plastispoof.data.protocols import read_dataset
 from plastispoof.shipped import sha256_of
 
 AASIST = Path(__file__).resolve().parents[2] / "shared/data/aasist/AASIST.pth"
@@ -56,6 +57,14 @@ def test_the_recipe_runs_end_to_end_and_the_same_seed_gives_the_same_weights(tmp
     assert set(card["heldout"]["families"]) == {"lpc", "world"}  # English spoofs of every family of the test
     assert card["heldout"]["pooled"]["n_bonafide"] == 3 and card["heldout"]["pooled"]["n_spoof"] == 6
     assert "51d2d9cf" in (shipped / "NOTICE").read_text()
+    # In-domain: the training root's eval trials (never trained on), scored by both detectors, per family.
+    root = training_root(load_default_recipe(config), tmp_path / "world")
+    evaluated = read_dataset("asv19-la", str(root), "eval")
+    for system in ("default", "zero_shot"):
+        pooled = card["in_domain"][system]["pooled"]
+        assert (pooled["n_bonafide"], pooled["n_spoof"]) == (
+            sum(t.label == "bonafide" for t in evaluated), sum(t.label != "bonafide" for t in evaluated))
+    assert "training voices' eval trials" in result.output
     meta = json.loads((tmp_path / "a" / "default-detector" / "meta.json").read_text())
     assert meta["finished"] and [s["epochs"] for s in meta["stages"]] == [1]  # stopped after 1 of 2 epochs
     run_b, _, _ = train_default(load_default_recipe(config), AASIST, tmp_path / "b")
