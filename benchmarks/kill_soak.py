@@ -30,37 +30,15 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import yaml
 from safetensors import safe_open
 
-SAMPLE_RATE = 16000
+# The tests' tiny corpus (harmonic tones vs noise, ASVspoof 2019 LA layout): one writer for both.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tiny_run import write_tiny_corpus  # noqa: E402
+
 TIMING_KEYS = {"fwd_ms", "bwd_ms", "epoch_s", "time", "forward_ms", "backward_ms", "seconds"}
 MOMENTS = ("random", "checkpoint write", "dev evaluation", "training step")
-
-
-def write_corpus(root: Path, counts: dict[str, tuple[int, int]], seconds: float = 0.3, seed: int = 0) -> Path:
-    """A tiny corpus in the ASVspoof 2019 LA layout: harmonic tones (bona fide) and noise (spoof)."""
-    rng = np.random.default_rng(seed)
-    samples = int(seconds * SAMPLE_RATE)
-    t = np.arange(samples) / SAMPLE_RATE
-    protocols = root / "LA" / "ASVspoof2019_LA_cm_protocols"
-    protocols.mkdir(parents=True, exist_ok=True)
-    for subset, (n_bonafide, n_spoof) in counts.items():
-        audio = root / "LA" / f"ASVspoof2019_LA_{subset}" / "flac"
-        audio.mkdir(parents=True, exist_ok=True)
-        lines = []
-        for i in range(n_bonafide + n_spoof):
-            utt, spoof = f"LA_{subset[0].upper()}_{i:07d}", i >= n_bonafide
-            f0 = rng.uniform(120, 260)
-            tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 5))
-            noise = rng.standard_normal(samples)
-            wave = 0.2 * noise + 0.05 * np.sin(2 * np.pi * f0 * t) if spoof else 0.2 * tone + 0.01 * noise
-            sf.write(audio / f"{utt}.flac", wave.astype(np.float32), SAMPLE_RATE)
-            lines.append(f"LA_{i % 3:04d} {utt} - {'A01' if spoof else '-'} {'spoof' if spoof else 'bonafide'}")
-        suffix = "trn" if subset == "train" else "trl"
-        (protocols / f"ASVspoof2019.LA.cm.{subset}.{suffix}.txt").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def write_config(path: Path, corpus: Path, out: Path, name: str, epochs: int) -> Path:
@@ -168,7 +146,7 @@ def kill_soak(out: Path, kills: int = 20, epochs: int = 3, seed: int = 0) -> dic
     """Kill and resume tiny runs until ``kills`` kills; compare every finished run with an uninterrupted one."""
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
-    corpus = write_corpus(out / "corpus", {"train": (12, 12), "dev": (16, 16), "eval": (2, 2)})
+    corpus = write_tiny_corpus(out / "corpus", {"train": (12, 12), "dev": (16, 16), "eval": (2, 2)}, seconds=0.3)
     reference_config = write_config(out / "reference.yaml", corpus, out / "runs", "reference", epochs)
     started = time.perf_counter()
     subprocess.run(_command(reference_config, False), env=_env(), check=True, stdout=subprocess.DEVNULL,
@@ -207,7 +185,7 @@ def ray_actor_kill(out: Path) -> dict:
 
     from plastispoof.scale.ray_scoring import DetectorSpec, score_with_ray
 
-    corpus = write_corpus(out / "ray-corpus", {"train": (8, 8), "dev": (8, 8), "eval": (2, 2)})
+    corpus = write_tiny_corpus(out / "ray-corpus", {"train": (8, 8), "dev": (8, 8), "eval": (2, 2)}, seconds=0.3)
     config = write_config(out / "ray.yaml", corpus, out / "runs", "ray-model", 1)
     subprocess.run(_command(config, False), env=_env(), check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)

@@ -58,3 +58,12 @@ def corpus(tmp_path_factory):
     from tiny_run import write_tiny_corpus
 
     return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(tmp_path_factory, corpus):
+    """A tiny GRNN run trained and calibrated on ``corpus`` (``serve_live.calibrated_tiny_run``), one per module:
+    what the service tests serve."""
+    from serve_live import calibrated_tiny_run
+
+    return calibrated_tiny_run(tmp_path_factory.mktemp("runs"), corpus)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from cli_run import one_line_error, run_cli
-from serve_live import LiveServer, calibrated_tiny_run, clip, encoded
+from serve_live import LiveServer, clip, encoded
 from tiny_run import SAMPLE_RATE, grnn_config
 
 from plastispoof.detectors import load_detector
@@ -29,21 +29,16 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, corpus):
-    return calibrated_tiny_run(tmp_path_factory.mktemp("runs"), corpus)
-
-
-@pytest.fixture(scope="module")
-def server(run_dir):
-    live = LiveServer(run_dir)
+def server(calibrated_run):
+    live = LiveServer(calibrated_run)
     yield live
     live.stop()
 
 
 @pytest.fixture(scope="module")
-def tight(run_dir):
+def tight(calibrated_run):
     """A server with small limits: 50 kB uploads, 1 s of audio, one worker, a queue of one, 1 s time limit."""
-    live = LiveServer(run_dir, max_upload_mb=0.05, max_duration_s=1.0, threads=1, max_queue=1, timeout_s=1.0,
+    live = LiveServer(calibrated_run, max_upload_mb=0.05, max_duration_s=1.0, threads=1, max_queue=1, timeout_s=1.0,
                       stream_idle_s=0.5)
     yield live
     live.stop()
@@ -55,11 +50,11 @@ def client(server):
         yield http
 
 
-def reference(run_dir: Path, tmp_path: Path, audio: np.ndarray, segments: bool = False, **options) -> dict:
+def reference(calibrated_run: Path, tmp_path: Path, audio: np.ndarray, segments: bool = False, **options) -> dict:
     """What ``score --json`` says for ``audio`` written to a file."""
     path = tmp_path / "reference.wav"
     sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
-    detector = load_detector(run=run_dir, device="cpu")  # as score loads it: with the run's calibration
+    detector = load_detector(run=calibrated_run, device="cpu")  # as score loads it: with the run's calibration
     return next(iter(detector.iter_results([path], segments=segments, **options))).as_dict()
 
 
@@ -96,19 +91,19 @@ def assert_error(answer: httpx.Response, status: int, words: str) -> None:
 # ------------------------------------------------------------------------------------------ answers
 
 
-def test_a_multipart_upload_gets_the_score_json_object(client, run_dir, tmp_path):
+def test_a_multipart_upload_gets_the_score_json_object(client, calibrated_run, tmp_path):
     audio = clip(0.45, "spoof", seed=1)
     answer = client.post("/v1/score", params={"segments": "true"},
                          files={"file": ("clip.wav", encoded(audio, subtype="PCM_16"), "audio/wav")})
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["path"] == "clip.wav" and body["elapsed_ms"] > 0
-    expected = reference(run_dir, tmp_path, audio, segments=True)
+    expected = reference(calibrated_run, tmp_path, audio, segments=True)
     assert_same_result(body, expected)
     assert body["llr"] is not None and 0 < body["p_bonafide"] < 1 and len(body["segments"]) == 8
 
 
-def test_a_raw_body_and_the_query_options(client, run_dir, tmp_path):
+def test_a_raw_body_and_the_query_options(client, calibrated_run, tmp_path):
     audio = clip(0.3, "bonafide", seed=2)
     flac = encoded(audio, format="FLAC", subtype="PCM_16")
     answer = client.post("/v1/score", content=flac, headers={"Content-Type": "audio/flac"},
@@ -116,13 +111,13 @@ def test_a_raw_body_and_the_query_options(client, run_dir, tmp_path):
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["path"] == "body" and body["operating_point"] == "bayes" and body["prior"] == 0.2
-    assert_same_result(body, reference(run_dir, tmp_path, audio, operating_point="bayes", prior=0.2))
+    assert_same_result(body, reference(calibrated_run, tmp_path, audio, operating_point="bayes", prior=0.2))
     assert_error(client.post("/v1/score", content=flac, headers={"Content-Type": "audio/flac"},
                              params={"operating_point": "fpr=2"}), 422, "fpr")
     assert_error(client.post("/v1/score", content=flac, params={"prior": "1.5"}), 422, "prior")
 
 
-def test_a_batch_scores_each_file_and_a_bad_one_fails_alone_in_place(client, run_dir, tmp_path):
+def test_a_batch_scores_each_file_and_a_bad_one_fails_alone_in_place(client, calibrated_run, tmp_path):
     good = [clip(0.3, "bonafide", seed=3), clip(0.3, "spoof", seed=4)]
     files = [("file", ("a.wav", encoded(good[0], subtype="PCM_16"), "audio/wav")),
              ("file", ("broken.wav", b"RIFF not a wave at all", "audio/wav")),
@@ -133,13 +128,13 @@ def test_a_batch_scores_each_file_and_a_bad_one_fails_alone_in_place(client, run
     assert [r["path"] for r in results] == ["a.wav", "broken.wav", "b.flac"]
     assert results[1]["score"] is None and "cannot decode" in results[1]["error"]
     for got, audio in zip((results[0], results[2]), good):
-        assert_same_result(got, reference(run_dir, tmp_path, audio))
+        assert_same_result(got, reference(calibrated_run, tmp_path, audio))
 
 
-def test_the_model_endpoint_shows_card_calibration_and_operating_point(client, run_dir):
+def test_the_model_endpoint_shows_card_calibration_and_operating_point(client, calibrated_run):
     body = client.get("/v1/model").json()
-    card = json.loads((run_dir / "card.json").read_text())
-    calibration = json.loads((run_dir / "calibration.json").read_text())
+    card = json.loads((calibrated_run / "card.json").read_text())
+    calibration = json.loads((calibrated_run / "calibration.json").read_text())
     assert body["card"]["model"] == "tiny-test" and body["card"]["dev_eer"] == card["dev_eer"]
     assert body["calibration"]["slope"] == pytest.approx(calibration["slope"])
     assert body["operating_point"]["name"] == "eer" and body["operating_point"]["domain"] == "score"
@@ -168,10 +163,10 @@ def test_probes_docs_page_and_metrics(client, server):
     assert audio >= 0.5
 
 
-def test_cors_is_off_unless_an_origin_is_given(client, run_dir):
+def test_cors_is_off_unless_an_origin_is_given(client, calibrated_run):
     origin = {"Origin": "http://elsewhere.example"}
     assert "access-control-allow-origin" not in client.get("/v1/model", headers=origin).headers
-    live = LiveServer(run_dir, cors_origin="http://elsewhere.example")
+    live = LiveServer(calibrated_run, cors_origin="http://elsewhere.example")
     try:
         answer = httpx.get(f"{live.url}/v1/model", headers=origin)
         assert answer.headers["access-control-allow-origin"] == "http://elsewhere.example"
@@ -319,8 +314,8 @@ def test_a_client_that_disconnects_mid_upload(server):
     assert_still_serves(server.url)
 
 
-def test_an_api_key_is_needed_and_compared(run_dir):
-    live = LiveServer(run_dir, api_key=b"s3cret-key")
+def test_an_api_key_is_needed_and_compared(calibrated_run):
+    live = LiveServer(calibrated_run, api_key=b"s3cret-key")
     try:
         wave = {"file": ("a.wav", encoded(clip(0.3, seed=10)), "audio/wav")}
         assert_error(httpx.post(f"{live.url}/v1/score", files=wave), 401, "no API key")

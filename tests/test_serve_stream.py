@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from serve_live import LiveServer, calibrated_tiny_run, clip, encoded
+from serve_live import LiveServer, clip, encoded
 from tiny_run import SAMPLE_RATE
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -24,20 +24,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, corpus):
-    return calibrated_tiny_run(tmp_path_factory.mktemp("runs"), corpus)
-
-
-@pytest.fixture(scope="module")
-def server(run_dir):
-    live = LiveServer(run_dir, max_duration_s=2.0, stream_idle_s=0.5)
+def server(calibrated_run):
+    live = LiveServer(calibrated_run, max_duration_s=2.0, stream_idle_s=0.5)
     yield live
     live.stop()
 
 
 @pytest.fixture(scope="module")
-def detector(run_dir):
-    detector = load_detector(run=run_dir, device="cpu")  # as score loads it: with the run's calibration
+def detector(calibrated_run):
+    detector = load_detector(run=calibrated_run, device="cpu")  # as score loads it: with the run's calibration
     return detector
 
 
@@ -211,8 +206,8 @@ def test_a_bad_stream_gets_its_error_and_the_server_keeps_serving(server, first,
     assert_still_serves(server)
 
 
-def test_more_streams_than_allowed_get_503(run_dir):
-    live = LiveServer(run_dir, max_streams=1)
+def test_more_streams_than_allowed_get_503(calibrated_run):
+    live = LiveServer(calibrated_run, max_streams=1)
     try:
         with connect(live.ws_url) as first:
             first.send(json.dumps({"format": "pcm16", "sample_rate": SAMPLE_RATE}))
@@ -238,8 +233,8 @@ def test_a_stream_that_disconnects_mid_stream(server):
     assert_still_serves(server)
 
 
-def test_a_stream_needs_the_api_key_when_one_is_set(run_dir):
-    live = LiveServer(run_dir, api_key=b"k3y")
+def test_a_stream_needs_the_api_key_when_one_is_set(calibrated_run):
+    live = LiveServer(calibrated_run, api_key=b"k3y")
     try:
         error, code = closing_error(live.ws_url, {"format": "pcm16", "sample_rate": SAMPLE_RATE, "api_key": "nope"})
         assert error["status"] == 401 and code == 1008

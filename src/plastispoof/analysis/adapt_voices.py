@@ -46,9 +46,7 @@ def adapt_each_voice(recipe: dict[str, Any], out: Path, voices: list[str] | None
         unused = [s for s in everything if s.speaker == voice and str(s.path) not in used]
         chosen = [unused[i] for i in sorted(rng.permutation(len(unused))[:files_per_voice])]
         for source in chosen:
-            link = folder / source.path.name
-            if not link.exists():
-                link.symlink_to(source.path)
+            user_copy(source.path, folder)
         report_path = user / "adapt.json"
         if report_path.is_file():
             report = json.loads(report_path.read_text())
@@ -71,6 +69,24 @@ def adapt_each_voice(recipe: dict[str, Any], out: Path, voices: list[str] | None
                      "others_after": measured["after"], "seconds": report["seconds"]})
         atomic_write_json(out / "adapt-voices.json", rows)
     return format_adapt_voices(rows)
+
+
+def user_copy(source: Path, folder: Path) -> Path:
+    """One of the user's recordings in ``folder``: a link to a prompt, or, for the raw GSM 6.10 prompts of two
+    voices (which only the corpus builder reads, as headerless GSM), the same samples as a 16-bit WAV: what a user
+    of those prompts would hand to ``adapt``."""
+    import soundfile as sf
+
+    if source.suffix.lower() != ".gsm":
+        link = folder / source.name
+        if not link.is_symlink():
+            link.symlink_to(source.resolve())  # absolute: a relative sound root would dangle
+        return link
+    wav = folder / f"{source.stem}.wav"
+    if not wav.is_file():
+        samples, rate = sf.read(source, dtype="int16")  # GSM 6.10 decodes to 16-bit samples: the WAV is exact
+        sf.write(wav, samples, rate, subtype="PCM_16")
+    return wav
 
 
 def format_adapt_voices(rows: list[dict[str, Any]]) -> str:
