@@ -63,7 +63,7 @@ def normalised_argv(argv: list[str]) -> list[str]:
 
 
 def _echo_once(text: str) -> None:
-    """Print a pipeline's table once: under torchrun every rank runs the verb and rank 0 reports."""
+    """Print a verb's report once: under torchrun every rank runs the verb and rank 0 reports."""
     from plastispoof.scale.sharding import is_main_rank
 
     if is_main_rank():
@@ -173,11 +173,9 @@ def evaluate(run: Path, dataset: str = typer.Option(..., help="protocol reader n
              ) -> None:
     """Score a dataset with a trained run: score file, metrics, DET curve and histograms."""
     from plastispoof.evaluate import evaluate_run, format_metrics
-    from plastispoof.scale.sharding import is_main_rank
 
     report = evaluate_run(run, dataset=dataset, root=root, subset=subset, full=full)
-    if is_main_rank():  # under torchrun every rank scores a shard; rank 0 reports
-        typer.echo(format_metrics(report))
+    _echo_once(format_metrics(report))  # under torchrun every rank scores a shard; rank 0 reports
 
 
 @app.command()
@@ -291,11 +289,9 @@ def calibrate(run: Optional[Path] = typer.Argument(None, help="run directory (or
     """Fit score -> LLR (affine, prior-weighted logistic regression) on dev scores pooled like `score`."""
     from plastispoof.calibrate import calibrate as run_calibration
     from plastispoof.calibrate import format_calibration
-    from plastispoof.scale.sharding import is_main_rank
 
     result = run_calibration(run, dataset, root, subset, model=model, weights=weights, out=out, prior=prior)
-    if is_main_rank():  # under torchrun every rank scores a shard; rank 0 reports
-        typer.echo(format_calibration(*result))
+    _echo_once(format_calibration(*result))  # under torchrun every rank scores a shard; rank 0 reports
 
 
 @app.command()
