@@ -8,7 +8,8 @@ Steps, each skipped when its output is already there with the same settings:
 3. dropin-frozen + augmentation training on the training corpus' ``lofo/<held-out copy family>`` root;
 4. calibration on that root's dev subset (non-English);
 5. the held-out report (:mod:`plastispoof.analysis.heldout`): English bona fide vs English spoofs of every family,
-   pooled, per family, per speaker, with bootstrap intervals, for the trained detector and the zero-shot AASIST;
+   pooled, per family, per speaker, with bootstrap intervals, for the trained detector and the zero-shot AASIST,
+   and the same report on the training root's eval trials (per training voice: the card's ``in_domain``);
 6. the shipped files (:func:`plastispoof.shipped.package_run`) written to ``OUT/shipped``.
 """
 
